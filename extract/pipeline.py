@@ -1,0 +1,291 @@
+"""Stage one: a dataset's samples -> worker processes (decode, detect, crop) -> one batched
+inference loop -> per-video shards -> the HDF5 cache.
+
+Read top to bottom: :class:`ExtractConfig`, :func:`plan_jobs` (what is left to do),
+:class:`_Batcher` (crops from every worker into fixed-size batches, rows back in order), and
+:func:`run_extract` (the loop, resumability, the summary).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import multiprocessing as mp
+import os
+import queue as queue_lib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from extract.cache import CacheMeta, CacheReader, VideoWriter, cache_path, merge_shards, parts_dir_for, summary_path
+from extract.worker import FaceSettings, Job, JobDone, JobFailed, Rows, Subject, worker_main
+
+log = logging.getLogger(__name__)
+
+INPUT_MODES = ("auto", "frames", "video")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Everything a run depends on; saved, resolved, in the run summary beside the cache.
+
+    Args:
+        dataset: a registered dataset name (``data_manifests.loader.DATASETS``).
+        data_root: where the dataset lives.
+        backbone: a ``BACKBONES`` name or ``file:<model.keras>``.
+        input: ``frames`` (pre-cropped folders), ``video`` (decode and detect), or ``auto``
+            (the manifest's default).
+        workers: decode/detect processes; 0 means one per core.
+        batch: crops per inference call (every call has this shape: the last one is padded).
+    """
+
+    dataset: str = "synthetic"
+    data_root: str = "data/synthetic"
+    backbone: str = "fer"
+    weights: str = ""
+    embedding_layer: str = ""
+    cache_dir: str = "cache"
+    input: str = "auto"
+    detector: str = "full+short"
+    min_score: float = 0.5
+    margin: float = 0.25
+    align: bool = False
+    workers: int = 0
+    batch: int = 256
+    chunk: int = 64
+    precision: str = "auto"
+    limit: int = 0
+
+
+def plan_jobs(samples, mode: str, done: set[str]) -> tuple[list[Job], list[str]]:
+    """Jobs for every sample not yet in the cache, and the samples that lack this mode's input.
+
+    In video mode the subjects of one video (``_left``/``_right``) share a job, so a video is
+    decoded once.
+    """
+    jobs, missing = [], []
+    by_video: dict[str, list] = collections.defaultdict(list)
+    for row in samples.itertuples(index=False):
+        if row.sample_id in done:
+            continue
+        if mode == "frames":
+            if not row.frames_dir:
+                missing.append(f"{row.sample_id}: no cropped frames folder")
+                continue
+            jobs.append(Job(len(jobs), "frames", row.frames_dir, (Subject(row.sample_id),), int(row.n_frames)))
+        else:
+            if not row.media_path:
+                missing.append(f"{row.sample_id}: no video file found for '{row.video}'")
+                continue
+            by_video[row.media_path].append(Subject(row.sample_id, row.side or ""))
+    for path, subjects in by_video.items():
+        jobs.append(Job(len(jobs), "video", path, tuple(subjects)))
+    return jobs, missing
+
+
+def _estimate_frames(job: Job) -> int:
+    if job.mode == "frames":
+        return job.n_frames
+    from extract.sources import SourceError, probe_video
+
+    try:
+        return probe_video(job.path).frames_header
+    except SourceError:
+        return 0  # the worker reports the failure with its reason
+
+
+class _Batcher:
+    """Collects crops from many videos into batches and hands back each subject's rows in order."""
+
+    def __init__(self, backbone, batch: int):
+        self.backbone = backbone
+        self.batch = batch
+        self.crops: collections.deque = collections.deque()  # (pending, row position, crop)
+        self.pending: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+
+    def add(self, rows: Rows) -> None:
+        emb = np.zeros((len(rows.frame_index), self.backbone.embedding_dim), np.float32)
+        item = {"rows": rows, "emb": emb, "left": int(rows.face_mask.sum())}
+        self.pending[rows.sample_id].append(item)
+        for pos, crop in zip(np.flatnonzero(rows.face_mask), rows.crops):
+            self.crops.append((item, pos, crop))
+
+    def drop(self, sample_id: str) -> None:
+        self.pending.pop(sample_id, None)
+        self.crops = collections.deque(c for c in self.crops if c[0]["rows"].sample_id != sample_id)
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def run(self) -> None:
+        take = [self.crops.popleft() for _ in range(min(self.batch, len(self.crops)))]
+        if not take:
+            return
+        emb = self.backbone.embed(np.stack([c[2] for c in take]))
+        for (item, pos, _), vec in zip(take, emb):
+            item["emb"][pos] = vec
+            item["left"] -= 1
+
+    def ready(self, sample_id: str):
+        """Yields the leading rows of a subject whose embeddings are all computed."""
+        queue = self.pending.get(sample_id)
+        while queue and queue[0]["left"] == 0:
+            item = queue.popleft()
+            yield item["rows"], item["emb"]
+
+    def idle(self, sample_id: str) -> bool:
+        return not self.pending.get(sample_id)
+
+
+def _meta(backbone, settings: FaceSettings, mode: str) -> CacheMeta:
+    import keras
+
+    from extract.faces import FACE_POLICY
+
+    backend = keras.backend.backend()
+    backend_module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend, backend)
+    version = getattr(__import__(backend_module), "__version__", "")
+    return CacheMeta(
+        backbone=backbone.name, embedding_dim=backbone.embedding_dim, input_size=tuple(backbone.input_size),
+        preprocessing=backbone.preprocessing, weights_sha256=backbone.weights_sha256,
+        embedding_layer=backbone.embedding_layer, face_policy=FACE_POLICY, detector=settings.describe(mode),
+        keras_version=keras.__version__, backend=backend, backend_version=version,
+    )
+
+
+def run_extract(cfg: ExtractConfig) -> dict:
+    """Extracts every sample of ``cfg.dataset`` not yet in the cache; returns the run summary.
+
+    Killed at any moment, a second call finishes only what is missing: finished videos are kept as
+    shards and folded in first, half-written ones are discarded and redone.
+    """
+    from data_manifests.loader import load_dataset, load_manifest, samples
+    from extract.backbones import load_backbone
+
+    start = time.perf_counter()
+    backbone = load_backbone(cfg.backbone, weights=cfg.weights or None,
+                             embedding_layer=cfg.embedding_layer or None, precision=cfg.precision)
+    manifest = load_manifest(cfg.dataset)
+    table = samples(load_dataset(cfg.dataset, cfg.data_root))
+    mode = manifest.input if cfg.input == "auto" else cfg.input
+    backbone.batch_size = cfg.batch
+    settings = FaceSettings(input_size=tuple(backbone.input_size), detector=cfg.detector,
+                            min_score=cfg.min_score, margin=cfg.margin, align=cfg.align, chunk=cfg.chunk)
+    meta = _meta(backbone, settings, mode)
+    out = cache_path(cfg.cache_dir, cfg.dataset, cfg.backbone)
+    parts = parts_dir_for(out)
+    recovered = merge_shards(out, parts, meta)
+    if recovered:
+        log.info("folded %d videos finished by an earlier, interrupted run into %s", len(recovered), out)
+    done = set(CacheReader(out).video_ids())
+    jobs, missing = plan_jobs(table, mode, done)
+    if missing:
+        log.warning("skipped %d samples without input for mode '%s' (listed in the run summary), e.g. %s",
+                    len(missing), mode, missing[0])
+    if cfg.limit:
+        jobs = jobs[:cfg.limit]
+    summary = {
+        "config": dataclasses.asdict(cfg), "mode": mode, "cache": str(out),
+        "samples": int(len(table)), "skipped_done": len(done & set(table.sample_id)),
+        "missing_input": missing, "done": 0, "failed": [], "frames": 0, "faces": 0,
+        "backend": meta.backend, "backbone": meta.backbone, "embedding_dim": meta.embedding_dim,
+    }
+    if jobs:
+        _run_jobs(jobs, cfg, backbone, settings, meta, parts, summary)
+    merge_shards(out, parts, meta)
+    seconds = time.perf_counter() - start
+    summary.update(seconds=round(seconds, 2), frames_per_s=round(summary["frames"] / seconds, 1) if seconds else 0.0,
+                   face_hit_rate=round(summary["faces"] / summary["frames"], 4) if summary["frames"] else 0.0)
+    summary_path(out).write_text(json.dumps(summary, indent=2, sort_keys=True))
+    return summary
+
+
+def _run_jobs(jobs, cfg, backbone, settings, meta, parts, summary) -> None:
+    ctx = mp.get_context("spawn")  # the parent holds a backend runtime with threads: never fork it
+    n_workers = min(cfg.workers or os.cpu_count() or 1, len(jobs))
+    job_queue = ctx.Queue()
+    results = ctx.Queue(maxsize=8 * n_workers)
+    jobs = sorted(jobs, key=_estimate_frames, reverse=True)  # longest first keeps every worker busy
+    total = sum(_estimate_frames(j) for j in jobs)
+    for job in jobs:
+        job_queue.put(job)
+    for _ in range(n_workers):
+        job_queue.put(None)
+    procs = [ctx.Process(target=worker_main, args=(job_queue, results, settings), daemon=True)
+             for _ in range(n_workers)]
+    for p in procs:
+        p.start()
+    by_id = {job.job_id: job for job in jobs}
+    open_jobs = set(by_id)
+    finished: set[int] = set()
+    writers: dict[str, VideoWriter] = {}
+    batcher = _Batcher(backbone, cfg.batch)
+    bar = tqdm(total=total, unit="frame", desc=f"extract {cfg.dataset}/{cfg.backbone}", smoothing=0.1)
+
+    def flush(sample_id: str) -> None:
+        for rows, emb in batcher.ready(sample_id):
+            writers[sample_id].append(emb, rows.frame_index, rows.face_mask, rows.bbox, rows.score)
+
+    def finish(job_id: int) -> None:
+        job = by_id[job_id]
+        for subject in job.subjects:
+            flush(subject.sample_id)
+            if subject.sample_id in writers and batcher.idle(subject.sample_id):
+                writers.pop(subject.sample_id).close()
+        if all(s.sample_id not in writers for s in job.subjects):
+            finished.discard(job_id)
+            open_jobs.discard(job_id)
+            summary["done"] += 1
+
+    try:
+        while open_jobs:
+            try:
+                msg = results.get(timeout=1.0) if not len(batcher) else results.get_nowait()
+            except queue_lib.Empty:
+                msg = None
+            if isinstance(msg, Rows):
+                job = by_id[msg.job_id]
+                if msg.sample_id not in writers:
+                    writers[msg.sample_id] = VideoWriter(parts, msg.sample_id, meta, source=job.path)
+                batcher.add(msg)
+                flush(msg.sample_id)  # rows without faces go straight to disk, never pile up
+                if msg.sample_id == job.subjects[0].sample_id:
+                    n, faces = len(msg.frame_index), int(msg.face_mask.sum())
+                    summary["frames"] += n
+                    summary["faces"] += faces
+                    bar.update(n)
+                    bar.set_postfix(faces=f"{summary['faces'] / max(summary['frames'], 1):.1%}", refresh=False)
+            elif isinstance(msg, JobDone):
+                finished.add(msg.job_id)
+            elif isinstance(msg, JobFailed):
+                for subject in by_id[msg.job_id].subjects:
+                    batcher.drop(subject.sample_id)
+                    if subject.sample_id in writers:
+                        writers.pop(subject.sample_id).abort()
+                open_jobs.discard(msg.job_id)
+                summary["failed"].append({"path": by_id[msg.job_id].path, "reason": msg.reason})
+                log.error("failed: %s", msg.reason)
+            if len(batcher) >= cfg.batch or (msg is None and len(batcher)):
+                batcher.run()
+                for sample_id in list(writers):
+                    flush(sample_id)
+            for job_id in list(finished):
+                finish(job_id)
+            if msg is None and not len(batcher) and not any(p.is_alive() for p in procs):
+                for job_id in list(open_jobs):
+                    if job_id not in finished:
+                        open_jobs.discard(job_id)
+                        summary["failed"].append({"path": by_id[job_id].path, "reason": "worker process died"})
+    finally:
+        bar.close()
+        for writer in writers.values():
+            writer.abort()
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()

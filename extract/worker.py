@@ -1,0 +1,201 @@
+"""Stage one's CPU side: decode frames, find the face of each subject, cut model-ready crops.
+
+Each worker process runs :func:`worker_main`: it takes :class:`Job` s from a queue and sends back
+small :class:`Rows` messages (at most ``chunk`` frames, uint8 crops at the backbone's input size),
+so no process ever holds a whole video. The worker never imports Keras: the one inference loop in
+the main process owns the model and batches crops from every worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queue_lib
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One cache group filled from a job: ``side`` picks the face in two-subject videos."""
+
+    sample_id: str
+    side: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One decode pass: a raw video (every subject in it at once) or one pre-cropped frame folder."""
+
+    job_id: int
+    mode: str  # "video" or "frames"
+    path: str
+    subjects: tuple[Subject, ...]
+    n_frames: int = 0  # frames mode: the labelled frame count, so trailing face-less frames keep rows
+
+
+@dataclass(frozen=True)
+class FaceSettings:
+    """What the workers need to know; everything here is recorded in the cache's ``detector`` attribute."""
+
+    input_size: tuple[int, int, int]
+    detector: str = "full+short"
+    min_score: float = 0.5
+    margin: float = 0.25
+    align: bool = False
+    chunk: int = 64
+
+    def describe(self, mode: str) -> str:
+        if mode == "frames":
+            return "dataset crops (cropped_aligned); a missing jpg is a frame without a face"
+        return (f"blazeface-{self.detector} min_score={self.min_score} margin={self.margin} "
+                f"align={self.align}")
+
+
+@dataclass
+class Rows:
+    """Consecutive frames of one subject; ``crops`` holds one image per True in ``face_mask``."""
+
+    job_id: int
+    sample_id: str
+    frame_index: np.ndarray
+    face_mask: np.ndarray
+    bbox: np.ndarray
+    score: np.ndarray
+    crops: np.ndarray
+
+
+@dataclass
+class JobDone:
+    job_id: int
+    frames: int
+
+
+@dataclass
+class JobFailed:
+    job_id: int
+    reason: str
+
+
+@dataclass
+class _Buffer:
+    """Rows of one subject not yet sent."""
+
+    sample_id: str
+    index: list = field(default_factory=list)
+    mask: list = field(default_factory=list)
+    bbox: list = field(default_factory=list)
+    score: list = field(default_factory=list)
+    crops: list = field(default_factory=list)
+
+    def add(self, frame_index, crop, box, score) -> None:
+        self.index.append(frame_index)
+        self.mask.append(crop is not None)
+        self.bbox.append(box if box is not None else np.zeros(4, np.float32))
+        self.score.append(score)
+        if crop is not None:
+            self.crops.append(crop)
+
+    def take(self, job_id: int, input_size) -> Rows:
+        rows = Rows(
+            job_id=job_id, sample_id=self.sample_id,
+            frame_index=np.asarray(self.index, np.int32), face_mask=np.asarray(self.mask, np.bool_),
+            bbox=np.asarray(self.bbox, np.float32).reshape(-1, 4), score=np.asarray(self.score, np.float32),
+            crops=(np.stack(self.crops) if self.crops else np.zeros((0, *input_size), np.uint8)),
+        )
+        self.index, self.mask, self.bbox, self.score, self.crops = [], [], [], [], []
+        return rows
+
+
+def _run_frames(job: Job, settings: FaceSettings, send) -> int:
+    from extract.backbones import to_model_input
+    from extract.sources import iter_frame_folder
+
+    (subject,) = job.subjects
+    buf = _Buffer(subject.sample_id)
+    n = 0
+    for frame_index, image in iter_frame_folder(job.path, job.n_frames):
+        if image is None:
+            buf.add(frame_index, None, None, 0.0)
+        else:
+            h, w = image.shape[:2]
+            box = np.array([0, 0, w, h], np.float32)
+            buf.add(frame_index, to_model_input(image, settings.input_size), box, 1.0)
+        n += 1
+        if len(buf.index) >= settings.chunk:
+            send(buf.take(job.job_id, settings.input_size))
+    if buf.index:
+        send(buf.take(job.job_id, settings.input_size))
+    return n
+
+
+def _run_video(job: Job, settings: FaceSettings, detector, send) -> int:
+    from extract.backbones import to_model_input
+    from extract.faces import SubjectTracker, crop_face
+    from extract.sources import iter_video
+
+    trackers = [SubjectTracker(side=s.side) for s in job.subjects]
+    buffers = [_Buffer(s.sample_id) for s in job.subjects]
+    height, width = settings.input_size[:2]
+    n = 0
+    for frame_index, frame in iter_video(job.path):
+        detections = detector.detect(frame)
+        for tracker, buf in zip(trackers, buffers):
+            det = tracker.update(detections, frame.shape[1])
+            if det is None:
+                buf.add(frame_index, None, None, 0.0)
+                continue
+            crop = crop_face(frame, det, size=(height, width), margin=settings.margin, align=settings.align)
+            buf.add(frame_index, to_model_input(crop, settings.input_size), det.box, float(det.score))
+        n += 1
+        if len(buffers[0].index) >= settings.chunk:
+            for buf in buffers:
+                send(buf.take(job.job_id, settings.input_size))
+    for buf in buffers:
+        if buf.index:
+            send(buf.take(job.job_id, settings.input_size))
+    return n
+
+
+def worker_main(jobs, results, settings: FaceSettings) -> None:
+    """Process entry point: runs jobs until it reads ``None``.
+
+    A job that fails sends :class:`JobFailed` with the reason and the worker goes on with the next:
+    one bad file never stops the others.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's per-graph info lines, once per worker
+    from extract.sources import SourceError
+
+    detector = None
+    while True:
+        try:
+            job = jobs.get(timeout=5)
+        except queue_lib.Empty:
+            continue
+        if job is None:
+            break
+        try:
+            if job.mode == "frames":
+                n = _run_frames(job, settings, results.put)
+            else:
+                if detector is None:
+                    from extract.faces import FaceDetector  # mediapipe loads a runtime: frames mode skips it
+
+                    detector = FaceDetector(model=settings.detector, min_score=settings.min_score)
+                n = _run_video(job, settings, detector, results.put)
+            if n == 0:
+                results.put(JobFailed(job.job_id, f"{job.path}: no frames; check the file or folder"))
+            else:
+                results.put(JobDone(job.job_id, n))
+        except SourceError as err:
+            results.put(JobFailed(job.job_id, str(err)))
+        except Exception as err:  # reported with its traceback, never swallowed: the run's exit code says so
+            log.debug("job %s failed:\n%s", job.path, traceback.format_exc())
+            results.put(JobFailed(job.job_id, f"{job.path}: {type(err).__name__}: {err}"))
+    if detector is not None:
+        detector.close()
