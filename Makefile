@@ -16,6 +16,7 @@ WEIGHTS      ?=
 EMBEDDING_LAYER ?=
 INPUT        ?= auto
 REBALANCE    ?= none
+TRAIN_ARGS   ?=
 SEED         ?= 0
 PYTEST_ARGS  ?=
 
@@ -62,9 +63,25 @@ extract: $(STAMP) ## Fill the feature cache CACHE_DIR/DATASET/BACKBONE.h5 (resum
 	  --cache-dir $(CACHE_DIR) --input $(INPUT) --workers $(WORKERS) --batch $(BATCH) \
 	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(EMBEDDING_LAYER),--embedding-layer $(EMBEDDING_LAYER))
 
-demo: $(STAMP) ## The whole pipeline on the built-in synthetic dataset: data -> extract
-	$(MAKE) --no-print-directory data DATASET=synthetic
+train: $(STAMP) ## Train MODEL on TASK from the cache; writes RUNS_DIR/<run id>/ (TRAIN_ARGS: more flags)
+	$(PY) -m train --dataset $(DATASET) --data-root $(DATA_ROOT) --backbone $(BACKBONE) --model $(MODEL) \
+	  --task $(TASK) --cache-dir $(CACHE_DIR) --runs-dir $(RUNS_DIR) --rebalance $(REBALANCE) --seed $(SEED) \
+	  $(TRAIN_ARGS)
+
+# The demo's training runs: the GRU, the two baselines it must beat, rebalancing, and the other tasks.
+DEMO_TRAIN := --epochs 15 --seq-len 32 --verbose 0
+DEMO_RUNS  := gru:expr:none frame:expr:none avgpool:expr:none gru:expr:undersample gru:va:none gru:va:va-hist \
+              frame:va:none gru:au:none
+
+demo: $(STAMP) ## The whole pipeline on the built-in synthetic dataset: data -> extract -> train
+	$(MAKE) --no-print-directory data DATASET=synthetic SEED=0
 	$(MAKE) --no-print-directory extract DATASET=synthetic BACKBONE=fer
+	@for run in $(DEMO_RUNS); do \
+	  set -- $$(echo $$run | tr ':' ' '); \
+	  echo "== train MODEL=$$1 TASK=$$2 REBALANCE=$$3"; \
+	  $(MAKE) --no-print-directory train DATASET=synthetic BACKBONE=fer MODEL=$$1 TASK=$$2 REBALANCE=$$3 \
+	    SEED=0 TRAIN_ARGS="$(DEMO_TRAIN)" || exit 1; \
+	done
 
 test: $(STAMP) $(MEDIA) ## Run the test suite (what CI runs)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

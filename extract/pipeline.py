@@ -168,11 +168,16 @@ def run_extract(cfg: ExtractConfig) -> dict:
     from extract.backbones import load_backbone
 
     start = time.perf_counter()
-    backbone = load_backbone(cfg.backbone, weights=cfg.weights or None,
-                             embedding_layer=cfg.embedding_layer or None, precision=cfg.precision)
     manifest = load_manifest(cfg.dataset)
     table = samples(load_dataset(cfg.dataset, cfg.data_root))
     mode = manifest.input if cfg.input == "auto" else cfg.input
+    with _WorkerPool(cfg.workers or os.cpu_count() or 1, warm_up_detector=mode == "video") as pool:
+        backbone = load_backbone(cfg.backbone, weights=cfg.weights or None,
+                                 embedding_layer=cfg.embedding_layer or None, precision=cfg.precision)
+        return _extract(cfg, pool, backbone, table, mode, start)
+
+
+def _extract(cfg: ExtractConfig, pool: "_WorkerPool", backbone, table, mode: str, start: float) -> dict:
     backbone.batch_size = cfg.batch
     settings = FaceSettings(input_size=tuple(backbone.input_size), detector=cfg.detector,
                             min_score=cfg.min_score, margin=cfg.margin, align=cfg.align, chunk=cfg.chunk)
@@ -196,7 +201,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
         "backend": meta.backend, "backbone": meta.backbone, "embedding_dim": meta.embedding_dim,
     }
     if jobs:
-        _run_jobs(jobs, cfg, backbone, settings, meta, parts, summary)
+        _run_jobs(pool, jobs, cfg, backbone, settings, meta, parts, summary)
     merge_shards(out, parts, meta)
     seconds = time.perf_counter() - start
     summary.update(seconds=round(seconds, 2), frames_per_s=round(summary["frames"] / seconds, 1) if seconds else 0.0,
@@ -205,21 +210,50 @@ def run_extract(cfg: ExtractConfig) -> dict:
     return summary
 
 
-def _run_jobs(jobs, cfg, backbone, settings, meta, parts, summary) -> None:
-    ctx = mp.get_context("spawn")  # the parent holds a backend runtime with threads: never fork it
-    n_workers = min(cfg.workers or os.cpu_count() or 1, len(jobs))
-    job_queue = ctx.Queue()
-    results = ctx.Queue(maxsize=8 * n_workers)
+class _WorkerPool:
+    """Decode/detect processes, started early so their imports overlap the model's loading."""
+
+    def __init__(self, n: int, warm_up_detector: bool):
+        ctx = mp.get_context("spawn")  # the parent will hold a backend runtime with threads: never fork it
+        self.jobs = ctx.Queue()
+        self.results = ctx.Queue(maxsize=8 * n)
+        self.procs = [ctx.Process(target=worker_main, args=(self.jobs, self.results, warm_up_detector),
+                                  daemon=True) for _ in range(n)]
+        for p in self.procs:
+            p.start()
+        self.closed = False
+
+    def submit(self, settings: FaceSettings, jobs: list[Job]) -> None:
+        """Queues the jobs, each with the settings, then a stop per worker."""
+        for job in jobs:
+            self.jobs.put((settings, job))
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            for _ in self.procs:
+                self.jobs.put(None)
+            self.closed = True
+
+    def alive(self) -> bool:
+        return any(p.is_alive() for p in self.procs)
+
+    def __enter__(self) -> "_WorkerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+        for p in self.procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+
+
+def _run_jobs(pool: _WorkerPool, jobs, cfg, backbone, settings, meta, parts, summary) -> None:
     jobs = sorted(jobs, key=_estimate_frames, reverse=True)  # longest first keeps every worker busy
     total = sum(_estimate_frames(j) for j in jobs)
-    for job in jobs:
-        job_queue.put(job)
-    for _ in range(n_workers):
-        job_queue.put(None)
-    procs = [ctx.Process(target=worker_main, args=(job_queue, results, settings), daemon=True)
-             for _ in range(n_workers)]
-    for p in procs:
-        p.start()
+    pool.submit(settings, jobs)
+    results = pool.results
     by_id = {job.job_id: job for job in jobs}
     open_jobs = set(by_id)
     finished: set[int] = set()
@@ -276,7 +310,7 @@ def _run_jobs(jobs, cfg, backbone, settings, meta, parts, summary) -> None:
                     flush(sample_id)
             for job_id in list(finished):
                 finish(job_id)
-            if msg is None and not len(batcher) and not any(p.is_alive() for p in procs):
+            if msg is None and not len(batcher) and not pool.alive():
                 for job_id in list(open_jobs):
                     if job_id not in finished:
                         open_jobs.discard(job_id)
@@ -285,7 +319,3 @@ def _run_jobs(jobs, cfg, backbone, settings, meta, parts, summary) -> None:
         bar.close()
         for writer in writers.values():
             writer.abort()
-        for p in procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.terminate()

@@ -161,9 +161,11 @@ def _run_video(job: Job, settings: FaceSettings, detector, send) -> int:
     return n
 
 
-def worker_main(jobs, results, settings: FaceSettings) -> None:
-    """Process entry point: runs jobs until it reads ``None``.
+def worker_main(jobs, results, warm_up_detector: bool) -> None:
+    """Process entry point: runs ``(FaceSettings, Job)`` pairs until it reads ``None``.
 
+    Workers start before the main process has loaded the backbone (which fixes the crop size), so
+    the slow imports on both sides overlap; the settings travel with each job.
     A job that fails sends :class:`JobFailed` with the reason and the worker goes on with the next:
     one bad file never stops the others.
     """
@@ -171,14 +173,17 @@ def worker_main(jobs, results, settings: FaceSettings) -> None:
     os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's per-graph info lines, once per worker
     from extract.sources import SourceError
 
+    if warm_up_detector:
+        import extract.faces  # noqa: F401  (mediapipe's import takes seconds: pay it while the model loads)
     detector = None
     while True:
         try:
-            job = jobs.get(timeout=5)
+            item = jobs.get(timeout=5)
         except queue_lib.Empty:
             continue
-        if job is None:
+        if item is None:
             break
+        settings, job = item
         try:
             if job.mode == "frames":
                 n = _run_frames(job, settings, results.put)

@@ -18,6 +18,7 @@ from extract.backbones import (
     BACKBONES,
     Backbone,
     load_backbone,
+    padded_size,
     resolve_precision,
     to_model_input,
 )
@@ -168,11 +169,20 @@ def test_fer_embed_is_deterministic_and_matches_a_direct_model_call(fer, fer_ori
     assert np.abs(first[0] - first[1]).max() > 1e-3
 
 
-def test_embed_pads_the_last_batch_and_calls_one_shape(fer):
+def test_padded_size_buckets():
+    assert [padded_size(n, 256) for n in (1, 8, 9, 16, 17, 100, 128, 129, 256)] == [
+        8, 8, 16, 16, 32, 128, 128, 256, 256]
+    assert padded_size(3, 4) == 4 and padded_size(20, 24) == 24
+
+
+def test_embed_pads_the_last_batch_to_a_bucket(fer):
     images = _crops(6, fer.input_size)
     recorder = _RecordingModel(fer.model)
     padded = dataclasses.replace(fer, model=recorder, batch_size=4).embed(images)
     assert recorder.shapes == [(4, 64, 64, 1), (4, 64, 64, 1)]
+    recorder.shapes.clear()
+    dataclasses.replace(fer, model=recorder, batch_size=64).embed(_crops(20, fer.input_size))
+    assert recorder.shapes == [(32, 64, 64, 1)]
     unpadded = np.asarray(fer.model.predict_on_batch(images))
     np.testing.assert_allclose(padded, unpadded, atol=1e-5)
     np.testing.assert_allclose(fer.embed(images[4:]), unpadded[4:], atol=1e-5)

@@ -1,0 +1,207 @@
+"""One training run: cache + labels -> fit with Keras callbacks -> the run folder.
+
+The folder layout is the contract of docs/run_format.md. The validation metric is computed each
+epoch by :class:`ValidationScorer` from per-frame predictions that tile every validation video
+(each frame predicted once), with the same code that writes ``metrics.json``, so the checkpoint
+picks the epoch that the report will score.
+
+Example:
+
+>>> run_dir = run_training(TrainConfig(dataset="synthetic", model="gru", task="expr", epochs=5))
+>>> sorted(p.name for p in run_dir.iterdir())
+['config.json', 'history.csv', 'label_distribution.json', 'logs', 'metrics.json', 'model.keras',
+ 'predictions_validation.csv']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from evaluate.metrics import json_safe, metrics_from_predictions
+from extract.cache import CacheReader, cache_path
+from train.config import TrainConfig
+from train.data import (
+    SplitData, WindowDataset, choose_splits, embedding_stats, load_split, predict_split, predictions_table,
+    train_windows,
+)
+from train.models import build_model
+from train.rebalance import apply_rebalance
+from train.tasks import TASKS, TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+class ValidationScorer(keras.callbacks.Callback):
+    """Adds ``val_loss`` and ``val_<metric>`` to the epoch logs, for the callbacks after it.
+
+    ``val_loss`` is the task loss over the whole validation split at once (for va: 1 - CCC of
+    all valid frames), ``val_<metric>`` the score ``metrics.json`` will report.
+
+    Args:
+        split: validation arrays. cfg: seq_len, batch_size, model name. task: loss and metric.
+    """
+
+    def __init__(self, split: SplitData, cfg: TrainConfig, task: TaskSpec):
+        super().__init__()
+        self.split, self.cfg, self.task = split, cfg, task
+        targets = split.targets()
+        self._targets = targets[:-1] if task.level == "frame" else targets
+        self._loss = task.make_loss(cfg)
+
+    def score(self, model: keras.Model) -> tuple[float, dict]:
+        pred = predict_split(model, self.split, self.cfg.seq_len, self.cfg.batch_size)
+        loss = float(keras.ops.convert_to_numpy(self._loss(self._targets, pred)))
+        metrics = metrics_from_predictions(predictions_table(self.split, pred), self.task.name, self.cfg.model)
+        return loss, metrics
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss, metrics = self.score(self.model)
+        logs["val_loss"] = loss
+        logs[f"val_{self.task.monitor}"] = metrics[self.task.monitor]
+
+
+def run_id(cfg: TrainConfig) -> str:
+    """``<dataset>-<backbone>-<task>-<model>-<rebalance>-s<seed>-<YYYYmmdd-HHMMSS>`` or ``cfg.run_name``."""
+    if cfg.run_name:
+        return cfg.run_name
+    backbone = cache_path("", cfg.dataset, cfg.backbone).stem
+    return (f"{cfg.dataset}-{backbone}-{cfg.task}-{cfg.model}-{cfg.rebalance}-s{cfg.seed}-"
+            f"{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def make_run_dir(cfg: TrainConfig) -> Path:
+    """Creates the run folder; never reuses one (a second run in the same second gets ``-2``)."""
+    base = Path(cfg.runs_dir) / run_id(cfg)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for k in range(1, 1000):
+        path = base if k == 1 else base.with_name(f"{base.name}-{k}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{base}: 999 runs with this name exist; choose another --run-name")
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def _label_rows(cfg: TrainConfig, table: pd.DataFrame | None) -> pd.DataFrame:
+    if table is None:
+        from data_manifests.loader import load_dataset
+
+        table = load_dataset(cfg.dataset, cfg.data_root)
+    rows = table[table["task"] == cfg.task]
+    if rows.empty:
+        have = ", ".join(sorted(table["task"].unique())) or "none"
+        raise ValueError(f"{cfg.data_root}: dataset '{cfg.dataset}' has no '{cfg.task}' labels "
+                         f"(tasks with labels: {have}); choose --task among them")
+    return rows
+
+
+def _callbacks(run_dir: Path, scorer: ValidationScorer, cfg: TrainConfig, monitor: str) -> list:
+    callbacks = [
+        scorer,  # first: the callbacks below read the val_ keys it adds to the logs
+        keras.callbacks.ModelCheckpoint(str(run_dir / "model.keras"), monitor=monitor, mode="max", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
+    ]
+    if importlib.util.find_spec("tensorflow") is not None:  # Keras writes TensorBoard events with tf.summary
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False))
+    else:
+        log.warning("tensorflow is not installed: no TensorBoard logs in %s", run_dir / "logs")
+    return callbacks
+
+
+def _log_distribution(dist: dict) -> None:
+    def short(d: dict) -> dict:
+        return {k: v for k, v in d.items() if k != "histogram"}
+
+    log.info("training label distribution (%s, %s) before: %s", dist["rebalance"], dist["unit"],
+             json.dumps(short(dist["before"])))
+    log.info("training label distribution (%s, %s) after:  %s", dist["rebalance"], dist["unit"],
+             json.dumps(short(dist["after"])))
+
+
+def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
+    """Trains ``cfg.model`` on ``cfg.task`` and writes ``<runs_dir>/<run_id>/``; returns that folder.
+
+    Args:
+        cfg: the run's settings (resolved and validated here).
+        table: the sample table (``data_manifests.schema.COLUMNS``); None loads ``cfg.dataset``
+            from ``cfg.data_root`` with ``data_manifests.loader.load_dataset``.
+    """
+    cfg = cfg.resolved().validate()
+    task = TASKS[cfg.task]
+    monitor = f"val_{task.monitor}"
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(cfg.seed)
+
+    rows = _label_rows(cfg, table)
+    reader = CacheReader(cache_path(cfg.cache_dir, cfg.dataset, cfg.backbone))
+    train_rows, val_rows, how = choose_splits(rows, cfg.seed, cfg.val_fraction)
+    train, train_info = load_split(reader, train_rows, task)
+    val, val_info = load_split(reader, val_rows, task)
+    if not val.eligible.any():
+        raise ValueError(f"{reader.path}: the validation split has no annotated {task.level} with a face; "
+                         f"nothing to score")
+    train.keep, dist = apply_rebalance(cfg, task, train.labels, train.eligible)
+    _log_distribution(dist)
+    sample, start = train_windows(train, cfg.seq_len, cfg.stride)
+    if not len(sample):
+        raise ValueError(f"{reader.path}: no training window holds an annotated frame with a face "
+                         f"after --rebalance {cfg.rebalance}")
+    mean, variance = embedding_stats(train)
+    log.info("split: %s; train %d samples, %d windows; validation %d samples, %d frames",
+             how, train_info["samples"], len(sample), val_info["samples"], val_info["frames"])
+
+    dataset = WindowDataset(train, sample, start, cfg.seq_len, cfg.batch_size, shuffle_seed=cfg.seed)
+    keras.utils.set_random_seed(cfg.seed)  # weights depend on the seed only, not on what ran before
+    model = build_model(cfg, task, mean, variance)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.lr), loss=task.make_loss(cfg),
+                  jit_compile={"auto": "auto", "on": True, "off": False}[cfg.jit_compile])
+
+    run_dir = make_run_dir(cfg)
+    _write_json(run_dir / "config.json", {
+        **dataclasses.asdict(cfg), "keras_version": keras.__version__, "backend": keras.backend.backend(),
+        "cache": str(reader.path), "cache_meta": dataclasses.asdict(reader.meta),
+        "data": {"split": how, "train": train_info, "validation": val_info, "train_windows": int(len(sample)),
+                 "embedding_dim": int(mean.shape[0]), "parameters": int(model.count_params())}})
+    _write_json(run_dir / "label_distribution.json", dist)
+    log.info("run folder %s", run_dir)
+
+    scorer = ValidationScorer(val, cfg, task)
+    try:
+        model.fit(dataset, epochs=cfg.epochs, callbacks=_callbacks(run_dir, scorer, cfg, monitor),
+                  verbose=cfg.verbose, shuffle=False)
+    except KeyboardInterrupt:
+        if not (run_dir / "model.keras").exists():
+            raise
+        log.warning("interrupted: scoring the best model saved so far")
+    if not (run_dir / "model.keras").exists():
+        log.warning("%s was never finite: saving the last epoch's model", monitor)
+        model.save(run_dir / "model.keras")
+
+    best = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+    table_val = predictions_table(val, predict_split(best, val, cfg.seq_len, cfg.batch_size))
+    table_val.to_csv(run_dir / "predictions_validation.csv", index=False)
+    metrics = metrics_from_predictions(table_val, task.name, cfg.model)
+    history = pd.read_csv(run_dir / "history.csv")
+    scores = history[monitor].to_numpy(float) if monitor in history else np.array([])
+    metrics["epochs_run"] = int(len(history))
+    metrics["best_epoch"] = int(np.nanargmax(scores)) if np.isfinite(scores).any() else -1
+    _write_json(run_dir / "metrics.json", json_safe(metrics))
+    log.info("%s: %s = %s", run_dir.name, task.monitor,
+             "nan" if math.isnan(metrics[task.monitor]) else f"{metrics[task.monitor]:.4f}")
+    return run_dir
