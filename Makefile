@@ -17,6 +17,9 @@ EMBEDDING_LAYER ?=
 INPUT        ?= auto
 REBALANCE    ?= none
 TRAIN_ARGS   ?=
+RUN          ?=
+SPLIT        ?= validation
+NO_FACE      ?= auto
 SEED         ?= 0
 PYTEST_ARGS  ?=
 
@@ -29,13 +32,14 @@ export KERAS_BACKEND
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data extract train demo test media clean
+.PHONY: help setup data extract train report predict demo test media clean
 
 help: ## List the targets and the variables they read
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "Variables: DATASET=$(DATASET) DATA_ROOT=$(DATA_ROOT) BACKBONE=$(BACKBONE) MODEL=$(MODEL) TASK=$(TASK)"
 	@echo "           CACHE_DIR=$(CACHE_DIR) RUNS_DIR=$(RUNS_DIR) REPORT_DIR=$(REPORT_DIR) KERAS_BACKEND=$(KERAS_BACKEND)"
-	@echo "           WORKERS=$(WORKERS) BATCH=$(BATCH) WEIGHTS=$(WEIGHTS) SEED=$(SEED)"
+	@echo "           WORKERS=$(WORKERS) BATCH=$(BATCH) WEIGHTS=$(WEIGHTS) INPUT=$(INPUT) SEED=$(SEED)"
+	@echo "           REBALANCE=$(REBALANCE) TRAIN_ARGS=$(TRAIN_ARGS) RUN=$(RUN) SPLIT=$(SPLIT) NO_FACE=$(NO_FACE)"
 
 setup: $(STAMP) ## Make .venv with the pinned requirements (idempotent)
 
@@ -68,12 +72,21 @@ train: $(STAMP) ## Train MODEL on TASK from the cache; writes RUNS_DIR/<run id>/
 	  --task $(TASK) --cache-dir $(CACHE_DIR) --runs-dir $(RUNS_DIR) --rebalance $(REBALANCE) --seed $(SEED) \
 	  $(TRAIN_ARGS)
 
+report: $(STAMP) ## Every run of RUNS_DIR -> REPORT_DIR/index.html + summary.md (open from disk)
+	$(PY) -m evaluate report --runs-dir $(RUNS_DIR) --report-dir $(REPORT_DIR)
+
+predict: $(STAMP) ## RUN=<run id> SPLIT=<split>: every frame, ABAW format -> RUNS_DIR/RUN/predictions_SPLIT/
+	@if [ -z "$(RUN)" ]; then echo "make predict: set RUN=<run id>, a folder of $(RUNS_DIR) (make report lists them)" >&2; exit 2; fi
+	$(PY) -m evaluate predict --run $(RUN) --split $(SPLIT) --runs-dir $(RUNS_DIR) --no-face $(NO_FACE) \
+	  $(if $(filter command line environment,$(origin DATA_ROOT) $(origin DATASET)),--data-root $(DATA_ROOT)) \
+	  $(if $(filter command line environment,$(origin CACHE_DIR)),--cache-dir $(CACHE_DIR))
+
 # The demo's training runs: the GRU, the two baselines it must beat, rebalancing, and the other tasks.
 DEMO_TRAIN := --epochs 15 --seq-len 32 --verbose 0
 DEMO_RUNS  := gru:expr:none frame:expr:none avgpool:expr:none gru:expr:undersample gru:va:none gru:va:va-hist \
               frame:va:none gru:au:none
 
-demo: $(STAMP) ## The whole pipeline on the built-in synthetic dataset: data -> extract -> train
+demo: $(STAMP) ## The whole pipeline on the built-in synthetic dataset: data -> extract -> train -> report
 	$(MAKE) --no-print-directory data DATASET=synthetic SEED=0
 	$(MAKE) --no-print-directory extract DATASET=synthetic BACKBONE=fer
 	@for run in $(DEMO_RUNS); do \
@@ -82,6 +95,8 @@ demo: $(STAMP) ## The whole pipeline on the built-in synthetic dataset: data -> 
 	  $(MAKE) --no-print-directory train DATASET=synthetic BACKBONE=fer MODEL=$$1 TASK=$$2 REBALANCE=$$3 \
 	    SEED=0 TRAIN_ARGS="$(DEMO_TRAIN)" || exit 1; \
 	done
+	$(MAKE) --no-print-directory report
+	@echo "demo done: open $(REPORT_DIR)/index.html"
 
 test: $(STAMP) $(MEDIA) ## Run the test suite (what CI runs)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -18,7 +18,7 @@ yet every class in both splits), composes the frames and writes the files.
 
 Example:
 
->>> summary = generate(Path("/tmp/syn"), seed=0, n_clips=4, min_frames=30, max_frames=40)
+>>> summary = generate(Path("data/synthetic-small"), seed=0, n_clips=4, min_frames=30, max_frames=40)
 >>> summary["n_samples"], summary["skipped"]
 (5, False)
 """

@@ -96,6 +96,12 @@ def valid_names() -> str:
     return ", ".join(sorted(BACKBONES)) + f", or {FILE_PREFIX}<path.keras>"
 
 
+def check_name(name: str) -> None:
+    """Raises the unknown-backbone error (listing the valid names) before anything slow runs."""
+    if not (name.startswith(FILE_PREFIX) or name in BACKBONES):
+        raise ValueError(f"Unknown backbone '{name}'. Valid names: {valid_names()}.")
+
+
 @dataclass(eq=False)
 class Backbone:
     """A loaded backbone: a uint8 -> float32 embedding model and what produced it.
@@ -231,12 +237,11 @@ def load_backbone(
             )
         built = bm.build_file_model(path, input_size)
         preprocessing = _FILE_PREPROCESSING
-    elif name in BACKBONES:
+    else:
+        check_name(name)
         spec = BACKBONES[name]
         built = spec.builder(weights=weights, seed=seed, input_size=input_size)
         preprocessing = spec.preprocessing
-    else:
-        raise ValueError(f"Unknown backbone '{name}'. Valid names: {valid_names()}.")
 
     base = built.model
     if precision != "float32":

@@ -165,9 +165,10 @@ def run_extract(cfg: ExtractConfig) -> dict:
     shards and folded in first, half-written ones are discarded and redone.
     """
     from data_manifests.loader import load_dataset, load_manifest, samples
-    from extract.backbones import load_backbone
+    from extract.backbones import check_name, load_backbone
 
     start = time.perf_counter()
+    check_name(cfg.backbone)
     manifest = load_manifest(cfg.dataset)
     table = samples(load_dataset(cfg.dataset, cfg.data_root))
     mode = manifest.input if cfg.input == "auto" else cfg.input
@@ -206,7 +207,8 @@ def _extract(cfg: ExtractConfig, pool: "_WorkerPool", backbone, table, mode: str
     seconds = time.perf_counter() - start
     summary.update(seconds=round(seconds, 2), frames_per_s=round(summary["frames"] / seconds, 1) if seconds else 0.0,
                    face_hit_rate=round(summary["faces"] / summary["frames"], 4) if summary["frames"] else 0.0)
-    summary_path(out).write_text(json.dumps(summary, indent=2, sort_keys=True))
+    if jobs or not summary_path(out).exists():  # a run with nothing to do keeps the last real summary
+        summary_path(out).write_text(json.dumps(summary, indent=2, sort_keys=True))
     return summary
 
 

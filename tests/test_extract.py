@@ -1,5 +1,6 @@
 """Stage one end to end: real media, the synthetic dataset in both input modes, failures, resuming."""
 
+import json
 import os
 import shutil
 import signal
@@ -123,7 +124,6 @@ def test_real_media_and_failures(tmp_path, capsys):
     boxes = single.bbox[single.face_mask]
     assert ((boxes[:, 2] - boxes[:, 0]) > 50).all() and (boxes[:, 0] < boxes[:, 2]).all()
     # The failures are recorded with their reasons; the good videos are kept.
-    import json
     saved = json.loads(summary_path(reader.path).read_text())
     assert sorted(Path(f["path"]).name for f in saved["failed"]) == ["not_a_video.mp4", "truncated.mp4"]
     # A second run redoes only the failures (and fails on them again), the rest is untouched.
