@@ -20,6 +20,11 @@ TRAIN_ARGS   ?=
 RUN          ?=
 SPLIT        ?= validation
 NO_FACE      ?= auto
+TEACHER      ?=
+STUDENT      ?= mobilenetv2
+FINETUNE_ARGS ?=
+DISTILL_ARGS ?=
+BENCH_ARGS   ?=
 SEED         ?= 0
 PYTEST_ARGS  ?=
 
@@ -32,7 +37,7 @@ export KERAS_BACKEND
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data extract train report predict demo test media clean
+.PHONY: help setup data extract train report predict finetune distill bench demo test media clean
 
 help: ## List the targets and the variables they read
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +45,7 @@ help: ## List the targets and the variables they read
 	@echo "           CACHE_DIR=$(CACHE_DIR) RUNS_DIR=$(RUNS_DIR) REPORT_DIR=$(REPORT_DIR) KERAS_BACKEND=$(KERAS_BACKEND)"
 	@echo "           WORKERS=$(WORKERS) BATCH=$(BATCH) WEIGHTS=$(WEIGHTS) INPUT=$(INPUT) SEED=$(SEED)"
 	@echo "           REBALANCE=$(REBALANCE) TRAIN_ARGS=$(TRAIN_ARGS) RUN=$(RUN) SPLIT=$(SPLIT) NO_FACE=$(NO_FACE)"
+	@echo "           TEACHER=$(TEACHER) STUDENT=$(STUDENT) FINETUNE_ARGS=$(FINETUNE_ARGS) DISTILL_ARGS=$(DISTILL_ARGS)"
 
 setup: $(STAMP) ## Make .venv with the pinned requirements (idempotent)
 
@@ -80,6 +86,17 @@ predict: $(STAMP) ## RUN=<run id> SPLIT=<split>: every frame, ABAW format -> RUN
 	$(PY) -m evaluate predict --run $(RUN) --split $(SPLIT) --runs-dir $(RUNS_DIR) --no-face $(NO_FACE) \
 	  $(if $(filter command line environment,$(origin DATA_ROOT) $(origin DATASET)),--data-root $(DATA_ROOT)) \
 	  $(if $(filter command line environment,$(origin CACHE_DIR)),--cache-dir $(CACHE_DIR))
+
+finetune: $(STAMP) ## Fine-tune BACKBONE + a head on DATASET's face crops for TASK -> RUNS_DIR/<run id>/model.keras
+	$(PY) -m finetune train --dataset $(DATASET) --data-root $(DATA_ROOT) --backbone $(BACKBONE) --task $(TASK) \
+	  --rebalance $(REBALANCE) --seed $(SEED) --runs-dir $(RUNS_DIR) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(FINETUNE_ARGS)
+
+distill: $(STAMP) ## TEACHER=<fine-tuning run> STUDENT=<backbone>: a small student on the teacher's softened outputs
+	@if [ -z "$(TEACHER)" ]; then echo "make distill: set TEACHER=<run id>, a folder of $(RUNS_DIR) written by make finetune" >&2; exit 2; fi
+	$(PY) -m finetune distill --teacher $(TEACHER) --student $(STUDENT) --runs-dir $(RUNS_DIR) --seed $(SEED) $(DISTILL_ARGS)
+
+bench: $(STAMP) $(MEDIA) ## Time each stage and the whole pipeline; table + docs/bench/<machine>.json (BENCH_ARGS)
+	$(PY) -m bench $(BENCH_ARGS)
 
 # The demo's training runs: the GRU, the two baselines it must beat, rebalancing, and the other tasks.
 DEMO_TRAIN := --epochs 15 --seq-len 32 --verbose 0

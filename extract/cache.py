@@ -113,10 +113,17 @@ class VideoFeatures:
 
 
 def cache_path(cache_dir: str | Path, dataset: str, backbone: str) -> Path:
-    """``<cache_dir>/<dataset>/<backbone>.h5``; ``file:`` backbones use the model file's stem."""
-    safe = backbone.replace("file:", "file-").replace("/", "_").replace("\\", "_")
+    """``<cache_dir>/<dataset>/<backbone>.h5``.
+
+    A ``file:`` backbone is named after its folder and stem (``file:runs/ft1/model.keras`` ->
+    ``file-ft1-model.h5``), so two fine-tuning runs never share a cache; the weights checksum in
+    the file guards the rest.
+    """
     if backbone.startswith("file:"):
-        safe = "file-" + Path(backbone[len("file:"):]).stem
+        model = Path(backbone[len("file:"):])
+        safe = "-".join(part for part in ("file", model.parent.name, model.stem) if part)
+    else:
+        safe = backbone.replace("/", "_").replace("\\", "_")
     return Path(cache_dir) / dataset / f"{safe}.h5"
 
 
@@ -255,7 +262,9 @@ def merge_shards(path: str | Path, parts_dir: str | Path, meta: CacheMeta) -> li
     for stale in parts_dir.glob("*.h5.partial") if parts_dir.is_dir() else []:
         stale.unlink()  # a writer killed mid-video; that video is extracted again
     if not shards:
-        if not path.exists():
+        if path.exists():
+            _check_meta(path, CacheReader(path).meta, meta)
+        else:
             _write_empty(path, meta)
         return []
     tmp = path.with_name(path.name + ".merging")

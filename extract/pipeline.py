@@ -280,8 +280,11 @@ def _run_jobs(pool: _WorkerPool, jobs, cfg, backbone, settings, meta, parts, sum
 
     try:
         while open_jobs:
+            # Embed full batches only: a partial one runs once every open job is done, or after a
+            # second without a message (on a CPU, embedding every trickle of crops cost 3x the calls).
+            drained = len(finished) >= len(open_jobs)
             try:
-                msg = results.get(timeout=1.0) if not len(batcher) else results.get_nowait()
+                msg = results.get_nowait() if len(batcher) and drained else results.get(timeout=1.0)
             except queue_lib.Empty:
                 msg = None
             if isinstance(msg, Rows):

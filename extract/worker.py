@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import queue as queue_lib
+import sys
 import traceback
 from dataclasses import dataclass, field
 
@@ -173,6 +174,9 @@ def worker_main(jobs, results, warm_up_detector: bool) -> None:
     os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's per-graph info lines, once per worker
     from extract.sources import SourceError
 
+    # mediapipe imports TensorFlow only for optional API docs and works without it; blocking it
+    # keeps a worker at ~170 MiB instead of ~840 MiB and starts it in 1 s instead of 10.
+    sys.modules.setdefault("tensorflow", None)
     if warm_up_detector:
         import extract.faces  # noqa: F401  (mediapipe's import takes seconds: pay it while the model loads)
     detector = None

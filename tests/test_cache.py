@@ -1,5 +1,7 @@
 """The HDF5 cache: round trip, crash safety of shards and merges, and what the reader refuses."""
 
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
@@ -156,4 +158,15 @@ def test_merge_refuses_other_settings_and_keeps_shards(tmp_path):
 
 
 def test_file_backbone_cache_name(tmp_path):
-    assert cache_path("cache", "affwild2", "file:runs/ft1/model.keras").name == "file-model.h5"
+    assert cache_path("cache", "affwild2", "file:runs/ft1/model.keras").name == "file-ft1-model.h5"
+    assert cache_path("cache", "affwild2", "file:model.keras").name == "file-model.h5"
+
+
+def test_a_run_with_nothing_to_merge_still_refuses_other_settings(tmp_path):
+    path = tmp_path / "x.h5"
+    parts = parts_dir_for(path)
+    _write(parts, "a", 4)
+    merge_shards(path, parts, META)
+    other = dataclasses.replace(META, weights_sha256="cd" * 32)
+    with pytest.raises(CacheError, match=r"x\.h5: was written with other settings \(weights_sha256: "):
+        merge_shards(path, parts, other)

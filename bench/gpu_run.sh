@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `make bench` on the GPU machine (device tool: H100, 16 cores, JAX, resnet50 at 224, bfloat16).
+#
+# Run from the repository root on the device machine; the cp312 wheels of requirements.txt (jax
+# with its CUDA plugin, keras, mediapipe, opencv, h5py, ...) are carried in .whl/ and the test
+# media in tests/media/ (both git-ignored, hence carried), e.g. with the device tool:
+#   run(command="bash bench/gpu_run.sh", carry=[".whl", "tests/media"], kind="nvidia-h100-x1")
+# Extra arguments go to `python -m bench` (e.g. --stages stage_one,backbone to split the run).
+# The JSON, the log and nvidia-smi's view come back under $OUT; copy
+# $OUT/docs/bench/<machine>.json to docs/bench/ and its figures to docs/benchmarks.md.
+set -euo pipefail
+
+: "${OUT:?bench/gpu_run.sh: set OUT to the folder whose files come back (the device tool sets it)}"
+PYTHON=${PYTHON:-python3}
+MACHINE=${MACHINE:-nvidia-h100-$(nproc)core}
+CLIP=tests/media/WolfgangLanger_Pexels.mp4
+
+if ! compgen -G ".whl/*.whl" > /dev/null; then
+  echo "bench/gpu_run.sh: no wheels in .whl/; build the cp312 wheels of requirements.txt there and carry .whl" >&2
+  exit 2
+fi
+if [ ! -f "$CLIP" ]; then
+  echo "bench/gpu_run.sh: $CLIP is missing; run \`make media\` here and carry tests/media" >&2
+  exit 2
+fi
+
+"$PYTHON" -m pip install --quiet --no-index --no-deps --target /tmp/site .whl/*.whl
+export PYTHONPATH="/tmp/site:$PWD"
+export KERAS_BACKEND=jax
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # the bench process and the extraction process share the GPU
+export TF_CPP_MIN_LOG_LEVEL=2
+
+mkdir -p "$OUT/docs/bench"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.csv"
+"$PYTHON" -c "import jax; print('jax', jax.__version__, jax.devices())" | tee "$OUT/bench.log"
+
+# Stage two at the size (2-layer GRU(256), T=64, D=2048) with enough windows per epoch
+# (16 x 8192 frames: 2048 windows, 32 steps) for the epoch time to mean something on an H100.
+"$PYTHON" -m bench --machine "$MACHINE" --backbone resnet50 --precision bfloat16 --batch 256 \
+  --workers "$(nproc)" --clip "$CLIP" --train-dim 2048 --train-units 256 --train-layers 2 --train-seq-len 64 \
+  --train-videos 16 --train-frames 8192 --train-epochs 4 --out "$OUT/docs/bench/$MACHINE.json" "$@" \
+  2>&1 | tee -a "$OUT/bench.log"

@@ -1,0 +1,136 @@
+"""The issue's targets, checked on a run's figures, and the table that prints them.
+
+Targets are ratios of two figures of the same run, so that they hold on any machine of a kind:
+``TARGETS["cpu"]`` for a machine without an accelerator (the 2-core development machine, ``fer``),
+``TARGETS["gpu"]`` for the GPU machine (``resnet50``, bfloat16, JAX).
+
+Example:
+
+>>> rows = check(figures, "cpu")
+>>> print(format_checks(rows))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Peak memory "does not grow" with video length: 10% covers allocator noise, not a leak (a 10x
+# longer video that held its frames would be ~10x).
+MEMORY_SLACK = 1.10
+
+
+@dataclass(frozen=True)
+class Target:
+    """``figures[numerator] / figures[denominator]`` must be ``>=`` (or ``<=``) ``bound``."""
+
+    name: str
+    numerator: str
+    denominator: str
+    op: str
+    bound: float
+    says: str
+
+
+def _memory(kind: str) -> Target:
+    return Target(f"memory_flat_{kind}", f"peak_rss_mb_{kind}_10x", f"peak_rss_mb_{kind}_1x", "<=", MEMORY_SLACK,
+                  f"peak memory of the {kind} process does not grow with a 10x longer video")
+
+
+_TRAIN = Target("train_cache_vs_memory", "train_seq_s_cache", "train_seq_s_memory", ">=", 0.90,
+                "stage two from the cache >= 90% of the in-memory rate")
+
+TARGETS: dict[str, tuple[Target, ...]] = {
+    "cpu": (
+        Target("e2e_vs_decode_detect", "end_to_end_fps", "decode_detect_fps", ">=", 0.80,
+               "end-to-end >= 80% of decode + BlazeFace (same processes, same run)"),
+        _TRAIN, _memory("main"), _memory("worker"),
+    ),
+    "gpu": (
+        Target("e2e_vs_decode_detect", "end_to_end_fps", "decode_detect_fps", ">=", 0.85,
+               "end-to-end >= 85% of decode + BlazeFace (same processes, same run)"),
+        Target("e2e_vs_naive", "end_to_end_fps", "naive_fps", ">=", 20.0, "end-to-end >= 20x the naive baseline"),
+        _TRAIN, _memory("main"), _memory("worker"),
+    ),
+}
+
+# (stage, key, unit) in print order; keys a partial run lacks are left out.
+TABLE = (
+    ("decode", "decode_fps_1", "frames/s, 1 process"),
+    ("decode", "decode_fps", "frames/s, N processes"),
+    ("decode + BlazeFace full+short", "decode_detect_fps_1", "frames/s, 1 process"),
+    ("decode + BlazeFace full+short", "decode_detect_fps", "frames/s, N processes"),
+    ("decode + BlazeFace short", "decode_detect_short_fps_1", "frames/s, 1 process"),
+    ("decode + BlazeFace short", "decode_detect_short_fps", "frames/s, N processes"),
+    ("worker side (detect + crop)", "worker_fps", "frames/s, N processes"),
+    ("backbone alone", "backbone_img_s", "images/s"),
+    ("end-to-end, video", "end_to_end_fps", "frames/s (job loop)"),
+    ("end-to-end, video", "end_to_end_fps_total", "frames/s (with start-up)"),
+    ("end-to-end, video", "end_to_end_startup_s", "s start-up + merge"),
+    ("end-to-end, video", "end_to_end_ceiling_fps", "frames/s, shared-core ceiling"),
+    ("end-to-end, frames", "end_to_end_frames_fps", "frames/s (job loop)"),
+    ("naive baseline", "naive_fps", "frames/s"),
+    ("peak memory", "peak_rss_mb_main", "MiB, main process"),
+    ("peak memory", "peak_rss_mb_worker", "MiB, largest worker"),
+    ("peak memory 1x", "peak_rss_mb_main_1x", "MiB, main"),
+    ("peak memory 1x", "peak_rss_mb_worker_1x", "MiB, worker"),
+    ("peak memory 10x", "peak_rss_mb_main_10x", "MiB, main"),
+    ("peak memory 10x", "peak_rss_mb_worker_10x", "MiB, worker"),
+    ("HDF5", "hdf5_write_frames_s", "frames/s written"),
+    ("HDF5", "hdf5_read_frames_s", "frames/s read (whole videos)"),
+    ("HDF5", "hdf5_read_windows_s", "random windows/s"),
+    ("stage two", "train_seq_s_memory", "windows/s, in memory"),
+    ("stage two", "train_seq_s_cache", "windows/s, from the cache"),
+    ("stage two", "cache_load_frames_s", "frames/s, cache -> RAM"),
+)
+
+
+def shared_core_ceiling(figures: dict) -> dict:
+    """Where the backbone runs on the cores that decode and detect (no accelerator), end-to-end
+    cannot beat ``1 / (1 / decode_detect_fps + face_hit_rate / backbone_img_s)``: every frame
+    costs its detection and, if it has a face, its embedding, on the same cores."""
+    keys = ("decode_detect_fps", "backbone_img_s", "face_hit_rate")
+    if not all(figures.get(k) for k in keys):
+        return {}
+    cost = 1.0 / figures["decode_detect_fps"] + figures["face_hit_rate"] / figures["backbone_img_s"]
+    return {"end_to_end_ceiling_fps": round(1.0 / cost, 1)}
+
+
+def check(figures: dict, kind: str) -> list[dict]:
+    """One row per target of ``TARGETS[kind]`` whose figures the run has: ratio and PASS/MISS."""
+    rows = []
+    for target in TARGETS[kind]:
+        if target.numerator not in figures or target.denominator not in figures:
+            continue
+        ratio = figures[target.numerator] / figures[target.denominator]
+        ok = ratio >= target.bound if target.op == ">=" else ratio <= target.bound
+        rows.append({"name": target.name, "ratio": round(ratio, 3), "bound": f"{target.op} {target.bound:g}",
+                     "status": "PASS" if ok else "MISS", "says": target.says,
+                     "numerator": target.numerator, "denominator": target.denominator})
+    return rows
+
+
+def flat_checks(rows: list[dict]) -> dict:
+    """``check_<name>`` (PASS/MISS) and ``check_<name>_ratio`` for the JSON."""
+    out = {}
+    for row in rows:
+        out[f"check_{row['name']}"] = row["status"]
+        out[f"check_{row['name']}_ratio"] = row["ratio"]
+    return out
+
+
+def _fmt(value) -> str:
+    return f"{value:,.1f}" if isinstance(value, float) else str(value)
+
+
+def format_table(figures: dict) -> str:
+    """The figures as a fixed-width table: stage, key, value, unit."""
+    lines = [f"{'stage':31} {'key':27} {'value':>11}  unit", "-" * 92]
+    for stage, key, unit in TABLE:
+        if key in figures:
+            lines.append(f"{stage:31} {key:27} {_fmt(figures[key]):>11}  {unit}")
+    return "\n".join(lines)
+
+
+def format_checks(rows: list[dict]) -> str:
+    """One line per target: PASS/MISS, ratio against its bound, what it says."""
+    return "\n".join(f"{r['status']:4} {r['name']:24} {r['ratio']:>7.3f} {r['bound']:>7}  {r['says']}" for r in rows)

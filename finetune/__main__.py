@@ -1,0 +1,85 @@
+"""``python -m finetune train|distill``: fine-tune a backbone on face crops, or distil a fine-tuned one.
+
+Every flag mirrors a field of ``finetune.config.FinetuneConfig`` / ``DistillConfig``; the run
+folder's ``model.keras`` is a stage-one backbone: ``make extract BACKBONE=file:<run>/model.keras``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from finetune.config import FRAME_TASKS, INITS, DistillConfig, FinetuneConfig
+
+
+def _size(text: str) -> tuple:
+    try:
+        size = tuple(int(v) for v in text.split(",")) if text else ()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W,C such as 96,96,3; got {text!r}") from None
+    if size and (len(size) != 3 or min(size) < 1):
+        raise argparse.ArgumentTypeError(f"expected H,W,C such as 96,96,3; got {text!r}")
+    return size
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls, skip: tuple = ()) -> None:
+    """One flag per dataclass field, typed and defaulted from it (``--no-flip`` for booleans)."""
+    for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if field.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+        elif field.name.endswith("input_size"):
+            parser.add_argument(flag, type=_size, default=field.default, metavar="H,W,C")
+        else:
+            kind = {"int": int, "float": float, "str": str}[field.type]
+            parser.add_argument(flag, type=kind, default=field.default, help=f"default: {field.default!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from extract.backbones import BACKBONES
+    from train.rebalance import REBALANCE
+
+    backbones = ", ".join(sorted(BACKBONES))
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="python -m finetune", description=__doc__, formatter_class=raw)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser(
+        "train", help="fine-tune a backbone + head on the dataset's face crops", formatter_class=raw,
+        description=f"Backbones: {backbones}. Tasks: {', '.join(FRAME_TASKS)}. Inits: {', '.join(INITS)}. "
+                    f"Rebalancing (training split only): {', '.join(REBALANCE)}.")
+    _add_fields(train, FinetuneConfig)
+    distill = sub.add_parser(
+        "distill", help="train a small student on a fine-tuned teacher's softened outputs (Hinton et al.)",
+        formatter_class=raw,
+        description=f"Students: {backbones}. Tasks: expr, au (default: the teacher's). "
+                    f"Rebalancing: {', '.join(REBALANCE)}.")
+    _add_fields(distill, DistillConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    command = args.pop("command")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if command == "train":
+            from finetune.run import run_finetune
+
+            run_dir = run_finetune(FinetuneConfig(**args))
+        else:
+            from finetune.distill import run_distill
+
+            run_dir = run_distill(DistillConfig(**args))
+    except ValueError as err:  # ConfigError, DatasetError and bad files: one line naming the fix
+        print(f"python -m finetune {command}: {err}", file=sys.stderr)
+        return 2
+    print(f"run folder: {run_dir}\nuse it in stage one: make extract BACKBONE=file:{run_dir}/model.keras")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
