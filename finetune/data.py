@@ -32,6 +32,7 @@ from extract.sources import frame_numbers
 from train.config import TrainConfig
 from train.data import choose_splits
 from train.rebalance import apply_rebalance
+from train.run import label_rows
 from train.tasks import TaskSpec
 
 
@@ -64,16 +65,7 @@ class FrameIndex:
 
 def split_rows(cfg, table: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """The task's rows of the dataset, split as stage two splits them (``train.data.choose_splits``)."""
-    if table is None:
-        from data_manifests.loader import load_dataset
-
-        table = load_dataset(cfg.dataset, cfg.data_root)
-    rows = table[table["task"] == cfg.task]
-    if rows.empty:
-        have = ", ".join(sorted(table["task"].unique())) or "none"
-        raise ValueError(f"{cfg.data_root}: dataset '{cfg.dataset}' has no '{cfg.task}' labels "
-                         f"(tasks with labels: {have}); choose --task among them")
-    return choose_splits(rows, cfg.seed, cfg.val_fraction)
+    return choose_splits(label_rows(cfg, table), cfg.seed, cfg.val_fraction)
 
 
 def frame_index(rows: pd.DataFrame, task: TaskSpec) -> FrameIndex:

@@ -36,7 +36,8 @@ from evaluate.metrics import MONITOR, json_safe, metrics_from_predictions
 from finetune.config import DistillConfig
 from finetune.data import Augment, CropDataset, predict_index, predictions_table
 from finetune.model import EMBEDDING_LAYER, build_model, set_trainable
-from finetune.run import FrameScorer, finish_run, load_indexes, make_run_dir, write_json
+from finetune.run import FrameScorer, finish_run, load_indexes
+from train.run import make_run_dir, write_json
 from train.tasks import TASKS
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from finetune.data import (
     split_rows,
 )
 from finetune.model import build_model, set_trainable
+from train.run import make_run_dir, write_json
 from train.tasks import TASKS, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -64,24 +64,6 @@ class FrameScorer(keras.callbacks.Callback):
         loss, metrics, _ = self.score(self.scored or self.model)
         logs["val_loss"] = loss
         logs[f"val_{self.task.monitor}"] = metrics[self.task.monitor]
-
-
-def make_run_dir(runs_dir: str, name: str) -> Path:
-    """``<runs_dir>/<name>``, never reused (``-2``, ``-3``... when it exists)."""
-    base = Path(runs_dir) / name
-    base.parent.mkdir(parents=True, exist_ok=True)
-    for k in range(1, 1000):
-        path = base if k == 1 else base.with_name(f"{base.name}-{k}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"{base}: 999 runs with this name exist; choose another --run-name")
-
-
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 def load_indexes(cfg, task: TaskSpec, table: pd.DataFrame | None) -> tuple[FrameIndex, FrameIndex, dict, dict]:

@@ -79,9 +79,9 @@ def run_id(cfg: TrainConfig) -> str:
             f"{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def make_run_dir(cfg: TrainConfig) -> Path:
-    """Creates the run folder; never reuses one (a second run in the same second gets ``-2``)."""
-    base = Path(cfg.runs_dir) / run_id(cfg)
+def make_run_dir(runs_dir: str | Path, name: str) -> Path:
+    """Creates ``<runs_dir>/<name>``; never reuses one (a second run in the same second gets ``-2``)."""
+    base = Path(runs_dir) / name
     base.parent.mkdir(parents=True, exist_ok=True)
     for k in range(1, 1000):
         path = base if k == 1 else base.with_name(f"{base.name}-{k}")
@@ -93,11 +93,12 @@ def make_run_dir(cfg: TrainConfig) -> Path:
     raise FileExistsError(f"{base}: 999 runs with this name exist; choose another --run-name")
 
 
-def _write_json(path: Path, obj) -> None:
+def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def _label_rows(cfg: TrainConfig, table: pd.DataFrame | None) -> pd.DataFrame:
+def label_rows(cfg, table: pd.DataFrame | None) -> pd.DataFrame:
+    """The rows of ``cfg.task`` in the dataset table (loaded from ``cfg.data_root`` when None)."""
     if table is None:
         from data_manifests.loader import load_dataset
 
@@ -148,7 +149,7 @@ def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.seed)
 
-    rows = _label_rows(cfg, table)
+    rows = label_rows(cfg, table)
     reader = CacheReader(cache_path(cfg.cache_dir, cfg.dataset, cfg.backbone))
     train_rows, val_rows, how = choose_splits(rows, cfg.seed, cfg.val_fraction)
     train, train_info = load_split(reader, train_rows, task)
@@ -172,13 +173,13 @@ def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
     model.compile(optimizer=keras.optimizers.Adam(cfg.lr), loss=task.make_loss(cfg),
                   jit_compile={"auto": "auto", "on": True, "off": False}[cfg.jit_compile])
 
-    run_dir = make_run_dir(cfg)
-    _write_json(run_dir / "config.json", {
+    run_dir = make_run_dir(cfg.runs_dir, run_id(cfg))
+    write_json(run_dir / "config.json", {
         **dataclasses.asdict(cfg), "keras_version": keras.__version__, "backend": keras.backend.backend(),
         "cache": str(reader.path), "cache_meta": dataclasses.asdict(reader.meta),
         "data": {"split": how, "train": train_info, "validation": val_info, "train_windows": int(len(sample)),
                  "embedding_dim": int(mean.shape[0]), "parameters": int(model.count_params())}})
-    _write_json(run_dir / "label_distribution.json", dist)
+    write_json(run_dir / "label_distribution.json", dist)
     log.info("run folder %s", run_dir)
 
     scorer = ValidationScorer(val, cfg, task)
@@ -201,7 +202,7 @@ def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
     scores = history[monitor].to_numpy(float) if monitor in history else np.array([])
     metrics["epochs_run"] = int(len(history))
     metrics["best_epoch"] = int(np.nanargmax(scores)) if np.isfinite(scores).any() else -1
-    _write_json(run_dir / "metrics.json", json_safe(metrics))
+    write_json(run_dir / "metrics.json", json_safe(metrics))
     log.info("%s: %s = %s", run_dir.name, task.monitor,
              "nan" if math.isnan(metrics[task.monitor]) else f"{metrics[task.monitor]:.4f}")
     return run_dir
