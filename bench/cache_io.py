@@ -8,7 +8,7 @@ read). The file was just written, so reads come from the page cache: a cold disk
 
 Example:
 
->>> path = write_cache(Path("/tmp/c/bench.h5"), videos=8, frames=2048, dim=128)["path"]
+>>> path = write_cache(Path("bench-work/bench.h5"), videos=8, frames=2048, dim=128)["path"]
 >>> read_rates(path, seq_len=64, min_seconds=1.0)["hdf5_read_windows_s"]
 5123.0
 """

@@ -5,8 +5,8 @@ Example:
 >>> cfg = BenchConfig(quick=True).resolved()
 >>> cfg.workers, cfg.videos
 (1, 1)
->>> base = cut_clip(cfg.clip, Path("/tmp/b/base.mp4"), frames=cfg.clip_frames)
->>> long = repeat_clip(base, Path("/tmp/b/long.mp4"), times=10)
+>>> base = cut_clip(cfg.clip, Path("bench-work/base.mp4"), frames=cfg.clip_frames)
+>>> long = repeat_clip(base, Path("bench-work/long.mp4"), times=10)
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ come before it, which a long run amortises, are in ``end_to_end_fps_total``.
 Example:
 
 >>> cfg = BenchConfig().resolved()
->>> extraction(cfg, Path("/tmp/bench"), Path(cfg.clip))["end_to_end_fps"]
+>>> extraction(cfg, Path("bench-work"), Path(cfg.clip))["end_to_end_fps"]
 131.2
 """
 

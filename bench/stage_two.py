@@ -8,7 +8,7 @@ beside, as ``cache_load_frames_s``.
 
 Example:
 
->>> stage_two(cfg, dim=128, workdir=Path("/tmp/bench"))["train_seq_s_cache"]
+>>> stage_two(cfg, dim=128, workdir=Path("bench-work"))["train_seq_s_cache"]
 412.5
 """
 
