@@ -252,8 +252,9 @@ class _WorkerPool:
 
 
 def _run_jobs(pool: _WorkerPool, jobs, cfg, backbone, settings, meta, parts, summary) -> None:
-    jobs = sorted(jobs, key=_estimate_frames, reverse=True)  # longest first keeps every worker busy
-    total = sum(_estimate_frames(j) for j in jobs)
+    estimate = {job.job_id: _estimate_frames(job) for job in jobs}  # opens each video once
+    jobs = sorted(jobs, key=lambda job: estimate[job.job_id], reverse=True)  # longest first: no idle worker
+    total = sum(estimate.values())
     pool.submit(settings, jobs)
     results = pool.results
     by_id = {job.job_id: job for job in jobs}

@@ -21,8 +21,18 @@ INITS = ("pretrained", "random")
 FRAME_TASKS = ("va", "expr", "au")
 
 
+class _SharesStageTwoSplits:
+    """Both fine-tuning and distillation split and rebalance exactly as stage two does."""
+
+    def train_config(self) -> TrainConfig:
+        """The stage-two config whose split and rebalancing settings this run shares."""
+        return TrainConfig(dataset=self.dataset, task=self.task, rebalance=self.rebalance, seed=self.seed,
+                           undersample_cap=self.undersample_cap, va_bins=self.va_bins,
+                           val_fraction=self.val_fraction)
+
+
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(_SharesStageTwoSplits):
     """One fine-tuning run (CLI flags mirror the field names).
 
     Args:
@@ -92,12 +102,6 @@ class FinetuneConfig:
         return dataclasses.replace(self, data_root=self.data_root or f"data/{self.dataset}",
                                    input_size=tuple(int(v) for v in self.input_size))
 
-    def train_config(self) -> TrainConfig:
-        """The stage-two config whose rebalancing settings this run shares."""
-        return TrainConfig(dataset=self.dataset, task=self.task, rebalance=self.rebalance, seed=self.seed,
-                           undersample_cap=self.undersample_cap, va_bins=self.va_bins,
-                           val_fraction=self.val_fraction)
-
     def validate(self) -> "FinetuneConfig":
         """Checks names against the registries and numbers against their ranges; returns self."""
         from extract.backbones import BACKBONES, FILE_PREFIX, valid_names
@@ -120,7 +124,7 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(_SharesStageTwoSplits):
     """One distillation run: a student backbone trained on a teacher run's softened outputs.
 
     Loss (Hinton et al. 2015) per crop: ``alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))
@@ -172,11 +176,6 @@ class DistillConfig:
     runs_dir: str = "runs"
     run_name: str = ""
     verbose: int = 2
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(dataset=self.dataset, task=self.task, rebalance=self.rebalance, seed=self.seed,
-                           undersample_cap=self.undersample_cap, va_bins=self.va_bins,
-                           val_fraction=self.val_fraction)
 
     def validate(self) -> "DistillConfig":
         from extract.backbones import BACKBONES
