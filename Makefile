@@ -15,6 +15,7 @@ BATCH        ?= 256
 WEIGHTS      ?=
 EMBEDDING_LAYER ?=
 INPUT        ?= auto
+DETECT_EVERY ?= 1
 REBALANCE    ?= none
 TRAIN_ARGS   ?=
 RUN          ?=
@@ -71,7 +72,7 @@ data: $(STAMP) ## Write the dataset (DATASET=synthetic only: it is generated fro
 extract: $(STAMP) ## Fill the feature cache CACHE_DIR/DATASET/BACKBONE.h5 (resumable: rerun after a stop)
 	$(PY) -m extract --dataset $(DATASET) --data-root $(DATA_ROOT) --backbone $(BACKBONE) \
 	  --cache-dir $(CACHE_DIR) --input $(INPUT) --workers $(WORKERS) --batch $(BATCH) \
-	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(EMBEDDING_LAYER),--embedding-layer $(EMBEDDING_LAYER))
+	  --detect-every $(DETECT_EVERY) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(EMBEDDING_LAYER),--embedding-layer $(EMBEDDING_LAYER))
 
 train: $(STAMP) ## Train MODEL on TASK from the cache; writes RUNS_DIR/<run id>/ (TRAIN_ARGS: more flags)
 	$(PY) -m train --dataset $(DATASET) --data-root $(DATA_ROOT) --backbone $(BACKBONE) --model $(MODEL) \

@@ -28,7 +28,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from bench.common import BenchConfig, cut_clip, machine_info  # noqa: E402  (after the log-level defaults)
 
-STAGES = ("stage_one", "backbone", "end_to_end", "frames", "memory", "naive", "stage_two")
+STAGES = ("stage_one", "backbone", "end_to_end", "frames", "memory", "naive", "keyframes", "stage_two")
 
 _HELP = {
     "machine": "machine name for the JSON file and the table (default: cpu-<cores>core or <gpu>-<cores>core)",
@@ -38,6 +38,7 @@ _HELP = {
     "batch": "crops per inference call",
     "workers": "decode/detect processes (0: one per core)",
     "detector": "BlazeFace model of the end-to-end run (full+short, full, short)",
+    "detect_every": "keyframes stage: detect every N frames, optical flow between (extract --detect-every)",
     "clip": "the real video every stage reads",
     "clip_frames": "use only the first frames of the clip (0: all)",
     "videos": "copies of the clip in the end-to-end dataset (0: two per worker)",
@@ -66,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(cfg: BenchConfig, stages: tuple[str, ...], workdir: Path) -> dict:
     """Runs ``stages`` with ``cfg`` (resolved); returns the flat figures."""
-    from bench import end_to_end, naive, stage_one, stage_two
+    from bench import end_to_end, keyframes, naive, stage_one, stage_two
 
     figures: dict = {}
+    every = cfg.detect_every if "keyframes" in stages else 1
     clip = cut_clip(cfg.clip, workdir / "base.mp4", cfg.clip_frames)
     backbone = None
     if {"stage_one", "backbone", "naive", "stage_two"} & set(stages):
@@ -76,9 +78,14 @@ def run(cfg: BenchConfig, stages: tuple[str, ...], workdir: Path) -> dict:
     if "backbone" in stages:
         figures.update(stage_one.backbone_rate(backbone, cfg.batch, cfg.min_seconds, cfg.seed))
     if "stage_one" in stages:
-        figures.update(stage_one.cpu_rates(str(clip), cfg.workers, cfg.detector, backbone.input_size, cfg.min_seconds))
+        figures.update(stage_one.cpu_rates(str(clip), cfg.workers, cfg.detector, backbone.input_size,
+                                           cfg.min_seconds, every))
     figures.update(end_to_end.extraction(cfg, workdir, clip, video="end_to_end" in stages,
-                                         memory="memory" in stages, frames="frames" in stages))
+                                         memory="memory" in stages, frames="frames" in stages,
+                                         keyframes="keyframes" in stages))
+    if "keyframes" in stages:
+        figures.update(keyframes.quality(keyframes.media_videos(Path(cfg.clip), cfg.quick), cfg.detect_every,
+                                         cfg.detector))
     if "naive" in stages:
         figures.update(naive.naive_rate(str(clip), backbone, cfg.detector, cfg.naive_frames))
     if "stage_two" in stages:

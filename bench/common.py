@@ -42,6 +42,7 @@ class BenchConfig:
         backbone, weights, precision, batch: as for ``python -m extract``.
         workers: decode/detect processes; 0: one per core.
         detector: BlazeFace model of the end-to-end run and of ``decode_detect_fps``.
+        detect_every: the ``keyframes`` stage's keyframe interval (``extract --detect-every``).
         clip: the real video every stage reads. clip_frames: use only its first frames (0: all).
         videos: copies of the clip in the end-to-end dataset; 0: two per worker.
         long_factor: the memory check's long video is this many clips back to back.
@@ -61,6 +62,7 @@ class BenchConfig:
     batch: int = 256
     workers: int = 0
     detector: str = "full+short"
+    detect_every: int = 10
     clip: str = DEFAULT_CLIP
     clip_frames: int = 0
     videos: int = 0
@@ -74,7 +76,7 @@ class BenchConfig:
     train_seq_len: int = 64
     train_batch_size: int = 64
     train_videos: int = 8
-    train_frames: int = 2048
+    train_frames: int = 8192
     train_epochs: int = 3
     train_dim: int = 0
     seed: int = 0
@@ -94,7 +96,7 @@ class BenchConfig:
         if not Path(self.clip).is_file():
             raise ValueError(f"{self.clip}: no such video; run `make media` to fetch the test media, "
                              "or pass --clip <video>")
-        for name in ("batch", "long_factor", "naive_frames", "train_epochs", "synthetic_clips"):
+        for name in ("batch", "detect_every", "long_factor", "naive_frames", "train_epochs", "synthetic_clips"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(self, name)}")
         if self.train_epochs < 2:

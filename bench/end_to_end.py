@@ -99,6 +99,7 @@ def _extract_child(runs: list[dict], results) -> None:
             if index == 0:  # nothing ran before: the kernel's exact high-water marks are this run's
                 workers.append(peak_rss_mb(resource.RUSAGE_CHILDREN))
             results.put({"frames": summary["frames"], "faces": summary["faces"], "failed": summary["failed"],
+                         "detected_frames": summary["detected_frames"],
                          "seconds": summary["seconds"], "loop_seconds": loop.pop("seconds", 0.0),
                          "peak_rss_mb_main": peak_rss_mb() if index == 0 else peaks.main,
                          "rss_mb_main_sampled": peaks.main,
@@ -179,12 +180,21 @@ def _frames_figures(run: dict) -> dict:
             "end_to_end_frames_frames": run["frames"]}
 
 
+def _keyframe_figures(cfg: BenchConfig, run: dict) -> dict:
+    steady, _ = _rates(run)
+    log.info("end_to_end_keyframe_fps: detect every %d frames: %.1f frames/s in the loop, detector on %d of %d frames",
+             cfg.detect_every, steady, run["detected_frames"], run["frames"])
+    return {"end_to_end_keyframe_fps": steady, "face_hit_rate_keyframe_e2e": round(run["faces"] / run["frames"], 4),
+            "detected_share_keyframe_e2e": round(run["detected_frames"] / run["frames"], 4)}
+
+
 def extraction(cfg: BenchConfig, workdir: Path, clip: Path, video: bool = True, memory: bool = True,
-               frames: bool = True) -> dict:
+               frames: bool = True, keyframes: bool = False) -> dict:
     """The end-to-end runs, in one process (its start-up is paid once), in this order:
 
     * ``video``: ``cfg.videos`` copies of the real clip in an Aff-Wild2 tree, video mode. First,
       so that its peak memory is that of a fresh process.
+    * ``keyframes``: the same tree with ``detect_every=cfg.detect_every``.
     * ``memory``: one video per worker, then one ``cfg.long_factor`` times longer per worker; both
       written by the same encoder (mp4v), so that only their length differs. When the video run
       is already one mp4v clip per worker (``clip_frames`` set, ``videos == workers``), it is the
@@ -192,11 +202,15 @@ def extraction(cfg: BenchConfig, workdir: Path, clip: Path, video: bool = True, 
     * ``frames``: the synthetic dataset's pre-cropped frames (``cropped_aligned``), frames mode.
     """
     runs, tags = [], []
-    if video:
+    if video or keyframes:
         names = [f"clip{i:03d}" for i in range(cfg.videos)]
         root = affwild2_tree(workdir / "e2e" / "data", clip, names)
+    if video:
         runs.append(_video_kwargs(cfg, root, workdir / "e2e" / "cache"))
         tags.append("video")
+    if keyframes:
+        runs.append({**_video_kwargs(cfg, root, workdir / "e2e" / "cache_keyframes"), "detect_every": cfg.detect_every})
+        tags.append("keyframes")
     # The video run is the 1x run when it is one mp4v clip per worker (a cut clip is mp4v already).
     reuse = video and memory and cfg.clip_frames > 0 and cfg.videos == cfg.workers
     if memory:
@@ -226,6 +240,8 @@ def extraction(cfg: BenchConfig, workdir: Path, clip: Path, video: bool = True, 
                 out.update(_memory_figures(cfg, "1x", run))
         elif tag == "frames":
             out.update(_frames_figures(run))
+        elif tag == "keyframes":
+            out.update(_keyframe_figures(cfg, run))
         else:
             out.update(_memory_figures(cfg, tag, run))
     return out

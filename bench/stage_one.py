@@ -25,14 +25,17 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-MODES = ("decode", "detect", "worker")
+MODES = ("decode", "detect", "keyframes", "worker")
 
 
-def _one_pass(mode: str, clip: str, det, tracker, input_size: tuple) -> int:
+def _one_pass(mode: str, clip: str, det, tracker, input_size: tuple, every: int) -> int:
     from extract.backbones import to_model_input
     from extract.faces import crop_face
+    from extract.keyframes import KeyframeDetector
     from extract.sources import iter_video
 
+    if mode == "keyframes":
+        det = KeyframeDetector(det, every)
     frames = 0
     for _, rgb in iter_video(clip):
         frames += 1
@@ -46,7 +49,8 @@ def _one_pass(mode: str, clip: str, det, tracker, input_size: tuple) -> int:
     return frames
 
 
-def _cpu_child(rank: int, tasks: list, clip: str, input_size: tuple, min_seconds: float, barrier, results) -> None:
+def _cpu_child(rank: int, tasks: list, clip: str, input_size: tuple, min_seconds: float, every: int, barrier,
+               results) -> None:
     """One of the processes of :func:`cpu_rates`: runs every task it takes part in, in step with the others.
 
     Sends ``(task index, frames, start, end)`` on the system-wide monotonic clock.
@@ -68,7 +72,7 @@ def _cpu_child(rank: int, tasks: list, clip: str, input_size: tuple, min_seconds
             continue
         start, frames = time.monotonic(), 0
         while True:
-            frames += _one_pass(mode, clip, detectors.get(detector), SubjectTracker(), input_size)
+            frames += _one_pass(mode, clip, detectors.get(detector), SubjectTracker(), input_size, every)
             if time.monotonic() - start >= min_seconds:
                 break
         results.put((index, frames, start, time.monotonic()))
@@ -77,16 +81,18 @@ def _cpu_child(rank: int, tasks: list, clip: str, input_size: tuple, min_seconds
 
 
 def run_tasks(tasks: list[tuple[str, str, int]], clip: str, min_seconds: float,
-              input_size: tuple = (64, 64, 1)) -> list[dict]:
+              input_size: tuple = (64, 64, 1), every: int = 10) -> list[dict]:
     """Frames per second of each ``(mode, detector, processes)`` task, run one after the other.
 
     Args:
         tasks: ``mode`` is ``decode`` (OpenCV decode + BGR->RGB, as ``extract.sources.iter_video``),
-            ``detect`` (and BlazeFace ``detector`` on every frame) or ``worker`` (and the subject
+            ``detect`` (and BlazeFace ``detector`` on every frame), ``keyframes`` (the detector every
+            ``every`` frames, optical flow in between: ``extract.keyframes``) or ``worker`` (and the subject
             tracker, the face crop and ``to_model_input``: all an extraction worker computes);
             ``detector`` an ``extract.faces.DETECTOR_MODELS`` name; ``processes`` how many at once.
         clip: the video each process goes through until ``min_seconds`` have passed.
         input_size: the backbone's crop size (``worker`` mode).
+        every: ``keyframes`` mode: frames from one detection to the next.
 
     Returns:
         One ``{"fps", "frames", "seconds"}`` per task.
@@ -97,7 +103,8 @@ def run_tasks(tasks: list[tuple[str, str, int]], clip: str, min_seconds: float,
     n = max(t[2] for t in tasks)
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=_cpu_child, args=(rank, tasks, clip, tuple(input_size), min_seconds, barrier, results))
+    procs = [ctx.Process(target=_cpu_child, args=(rank, tasks, clip, tuple(input_size), min_seconds, every,
+                                                        barrier, results))
              for rank in range(n)]
     for p in procs:
         p.start()
@@ -124,14 +131,18 @@ def run_tasks(tasks: list[tuple[str, str, int]], clip: str, min_seconds: float,
     return out
 
 
-def cpu_rates(clip: str, workers: int, detector: str, input_size: tuple, min_seconds: float) -> dict:
-    """Every CPU-side rate the report needs: decode, both detectors, the worker side; 1 and N processes."""
+def cpu_rates(clip: str, workers: int, detector: str, input_size: tuple, min_seconds: float,
+              every: int = 1) -> dict:
+    """Every CPU-side rate the report needs: decode, both detectors, the worker side; 1 and N processes;
+    with ``every > 1``, decode + keyframe detection too."""
+    keyframes = [("decode_keyframe_fps_1", "keyframes", detector, 1),
+                 ("decode_keyframe_fps", "keyframes", detector, workers)] if every > 1 else []
     runs = [("decode_fps_1", "decode", detector, 1), ("decode_fps", "decode", detector, workers),
             ("decode_detect_fps_1", "detect", detector, 1), ("decode_detect_fps", "detect", detector, workers),
             ("decode_detect_short_fps_1", "detect", "short", 1),
             ("decode_detect_short_fps", "detect", "short", workers),
-            ("worker_fps", "worker", detector, workers)]
-    results = run_tasks([r[1:] for r in runs], clip, min_seconds, input_size)
+            ("worker_fps", "worker", detector, workers), *keyframes]
+    results = run_tasks([r[1:] for r in runs], clip, min_seconds, input_size, every)
     out = {}
     for (key, mode, model, processes), result in zip(runs, results):
         out[key] = result["fps"]

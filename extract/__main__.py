@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-score", type=float, default=d.min_score, help="face detection threshold")
     p.add_argument("--margin", type=float, default=d.margin, help="crop margin around the face box")
     p.add_argument("--align", action="store_true", help="rotate crops so the eyes are level")
+    p.add_argument("--detect-every", type=int, default=d.detect_every,
+                   help="DETECT_EVERY: video mode, detect faces every N frames and carry them between with "
+                        "optical flow (10: ~4x fewer detector calls; docs/benchmarks.md); 1: every frame")
     p.add_argument("--workers", type=int, default=d.workers, help="decode/detect processes (0: one per core)")
     p.add_argument("--batch", type=int, default=d.batch, help="crops per inference call")
     p.add_argument("--precision", default=d.precision, choices=("auto", "float32", "bfloat16", "float16"),

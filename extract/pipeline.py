@@ -42,6 +42,8 @@ class ExtractConfig:
             (the manifest's default).
         workers: decode/detect processes; 0 means one per core.
         batch: crops per inference call (every call has this shape: the last one is padded).
+        detect_every: video mode: run the face detector every this many frames and carry the faces
+            between them with optical flow (``extract.keyframes``); 1: detect on every frame.
     """
 
     dataset: str = "synthetic"
@@ -55,6 +57,7 @@ class ExtractConfig:
     min_score: float = 0.5
     margin: float = 0.25
     align: bool = False
+    detect_every: int = 1
     workers: int = 0
     batch: int = 256
     chunk: int = 64
@@ -168,6 +171,8 @@ def run_extract(cfg: ExtractConfig) -> dict:
     from extract.backbones import check_name, load_backbone
 
     start = time.perf_counter()
+    if cfg.detect_every < 1:
+        raise ValueError(f"--detect-every must be >= 1 (1: detect on every frame), got {cfg.detect_every}")
     check_name(cfg.backbone)
     manifest = load_manifest(cfg.dataset)
     table = samples(load_dataset(cfg.dataset, cfg.data_root))
@@ -181,7 +186,8 @@ def run_extract(cfg: ExtractConfig) -> dict:
 def _extract(cfg: ExtractConfig, pool: "_WorkerPool", backbone, table, mode: str, start: float) -> dict:
     backbone.batch_size = cfg.batch
     settings = FaceSettings(input_size=tuple(backbone.input_size), detector=cfg.detector,
-                            min_score=cfg.min_score, margin=cfg.margin, align=cfg.align, chunk=cfg.chunk)
+                            min_score=cfg.min_score, margin=cfg.margin, align=cfg.align, chunk=cfg.chunk,
+                            detect_every=cfg.detect_every)
     meta = _meta(backbone, settings, mode)
     out = cache_path(cfg.cache_dir, cfg.dataset, cfg.backbone)
     parts = parts_dir_for(out)
@@ -198,7 +204,7 @@ def _extract(cfg: ExtractConfig, pool: "_WorkerPool", backbone, table, mode: str
     summary = {
         "config": dataclasses.asdict(cfg), "mode": mode, "cache": str(out),
         "samples": int(len(table)), "skipped_done": len(done & set(table.sample_id)),
-        "missing_input": missing, "done": 0, "failed": [], "frames": 0, "faces": 0,
+        "missing_input": missing, "done": 0, "failed": [], "frames": 0, "faces": 0, "detected_frames": 0,
         "backend": meta.backend, "backbone": meta.backbone, "embedding_dim": meta.embedding_dim,
     }
     if jobs:
@@ -302,6 +308,7 @@ def _run_jobs(pool: _WorkerPool, jobs, cfg, backbone, settings, meta, parts, sum
                     bar.set_postfix(faces=f"{summary['faces'] / max(summary['frames'], 1):.1%}", refresh=False)
             elif isinstance(msg, JobDone):
                 finished.add(msg.job_id)
+                summary["detected_frames"] += msg.detected
             elif isinstance(msg, JobFailed):
                 for subject in by_id[msg.job_id].subjects:
                     batcher.drop(subject.sample_id)

@@ -49,12 +49,15 @@ class FaceSettings:
     margin: float = 0.25
     align: bool = False
     chunk: int = 64
+    detect_every: int = 1
 
     def describe(self, mode: str) -> str:
         if mode == "frames":
             return "dataset crops (cropped_aligned); a missing jpg is a frame without a face"
-        return (f"blazeface-{self.detector} min_score={self.min_score} margin={self.margin} "
-                f"align={self.align}")
+        text = f"blazeface-{self.detector} min_score={self.min_score} margin={self.margin} align={self.align}"
+        if self.detect_every > 1:
+            text += f" detect_every={self.detect_every} (keyframes; optical flow carries faces between them)"
+        return text
 
 
 @dataclass
@@ -74,6 +77,7 @@ class Rows:
 class JobDone:
     job_id: int
     frames: int
+    detected: int = 0  # frames the face detector ran on (fewer than ``frames`` with keyframes)
 
 
 @dataclass
@@ -134,11 +138,14 @@ def _run_frames(job: Job, settings: FaceSettings, send) -> int:
     return n
 
 
-def _run_video(job: Job, settings: FaceSettings, detector, send) -> int:
+def _run_video(job: Job, settings: FaceSettings, detector, send) -> tuple[int, int]:
     from extract.backbones import to_model_input
     from extract.faces import SubjectTracker, crop_face
+    from extract.keyframes import KeyframeDetector
     from extract.sources import iter_video
 
+    if settings.detect_every > 1:
+        detector = KeyframeDetector(detector, settings.detect_every)  # one per video: its first frame is a keyframe
     trackers = [SubjectTracker(side=s.side) for s in job.subjects]
     buffers = [_Buffer(s.sample_id) for s in job.subjects]
     height, width = settings.input_size[:2]
@@ -159,7 +166,7 @@ def _run_video(job: Job, settings: FaceSettings, detector, send) -> int:
     for buf in buffers:
         if buf.index:
             send(buf.take(job.job_id, settings.input_size))
-    return n
+    return n, (detector.stats["detected"] if settings.detect_every > 1 else n)
 
 
 def worker_main(jobs, results, warm_up_detector: bool) -> None:
@@ -190,17 +197,17 @@ def worker_main(jobs, results, warm_up_detector: bool) -> None:
         settings, job = item
         try:
             if job.mode == "frames":
-                n = _run_frames(job, settings, results.put)
+                n = detected = _run_frames(job, settings, results.put)
             else:
                 if detector is None:
                     from extract.faces import FaceDetector  # mediapipe loads a runtime: frames mode skips it
 
                     detector = FaceDetector(model=settings.detector, min_score=settings.min_score)
-                n = _run_video(job, settings, detector, results.put)
+                n, detected = _run_video(job, settings, detector, results.put)
             if n == 0:
                 results.put(JobFailed(job.job_id, f"{job.path}: no frames; check the file or folder"))
             else:
-                results.put(JobDone(job.job_id, n))
+                results.put(JobDone(job.job_id, n, detected))
         except SourceError as err:
             results.put(JobFailed(job.job_id, str(err)))
         except Exception as err:  # reported with its traceback, never swallowed: the run's exit code says so

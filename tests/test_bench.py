@@ -44,8 +44,9 @@ def test_quick_run_writes_every_figure(quick):
     numeric = set(ISSUE_KEYS) | {key for _, key, _ in TABLE}
     missing = sorted(numeric - set(quick))
     assert not missing, f"keys missing from the JSON: {missing}"
-    for key in numeric:
+    for key in numeric - {"keyframe_hit_rate_gap"}:  # a gap may be exactly 0
         assert isinstance(quick[key], (int, float)) and quick[key] > 0, (key, quick[key])
+    assert 0 <= quick["keyframe_hit_rate_gap"] <= 1
     # The quick sizes, exactly: 1 worker, one 12-frame clip, 10x that for the memory check.
     assert quick["config"]["workers"] == 1 and quick["config"]["clip_frames"] == 12
     assert quick["end_to_end_frames"] == 12 and quick["frames_per_video_1x"] == 12
@@ -54,7 +55,8 @@ def test_quick_run_writes_every_figure(quick):
     assert quick["train_windows_per_epoch"] == 2 * 64 // 8
     assert 0.9 <= quick["face_hit_rate"] <= 1.0  # single_face.mp4: a face in (nearly) every frame
     # Every target of a CPU machine was checked, with its ratio.
-    for name in ("e2e_vs_decode_detect", "train_cache_vs_memory", "memory_flat_main", "memory_flat_worker"):
+    for name in ("e2e_vs_decode_detect", "e2e_keyframes_vs_decode_detect", "keyframe_iou", "train_cache_vs_memory",
+                 "memory_flat_main", "memory_flat_worker"):
         assert quick[f"check_{name}"] in ("PASS", "MISS")
         assert quick[f"check_{name}_ratio"] > 0
     assert quick["command"].startswith("python -m bench --quick")
@@ -79,6 +81,16 @@ def test_targets_are_ratios_of_the_same_run():
     assert shared_core_ceiling({"decode_detect_fps": 100.0, "backbone_img_s": 300.0, "face_hit_rate": 1.0}) == \
         {"end_to_end_ceiling_fps": 75.0}
     assert shared_core_ceiling({"decode_detect_fps": 100.0}) == {}
+    # Keyframe targets are bounds on the figure itself, on any machine.
+    keyframes = {"keyframe_hit_rate_gap": 0.012, "keyframe_iou_mean": 0.95, "end_to_end_keyframe_fps": 4900.0,
+                 "decode_detect_fps": 2000.0}
+    rows = {r["name"]: r for r in check(keyframes, "gpu")}
+    assert (rows["keyframe_hit_rate"]["ratio"], rows["keyframe_hit_rate"]["status"]) == (0.012, "MISS")
+    assert (rows["keyframe_iou"]["ratio"], rows["keyframe_iou"]["status"]) == (0.95, "PASS")
+    assert (rows["e2e_keyframes_fps"]["ratio"], rows["e2e_keyframes_fps"]["status"]) == (4900.0, "MISS")
+    cpu = {r["name"]: r for r in check(keyframes, "cpu")}
+    assert (cpu["e2e_keyframes_vs_decode_detect"]["ratio"], cpu["e2e_keyframes_vs_decode_detect"]["status"]) == \
+        (2.45, "PASS")
     # A target whose figures the run lacks (a --stages subset) is left out, not failed.
     assert [r["name"] for r in check({"naive_fps": 1.0}, "cpu")] == []
 

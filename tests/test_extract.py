@@ -185,3 +185,46 @@ def test_sigkill_then_resume_equals_uninterrupted(synthetic, frames_cache, tmp_p
         # Batches are cut differently (batch 16 vs 64, other neighbours): allow float16 rounding.
         np.testing.assert_allclose(got.embeddings.astype(np.float32), ref.embeddings.astype(np.float32),
                                    atol=2e-3, rtol=2e-3)
+
+
+def test_keyframes_fill_the_cache_like_per_frame_detection(tmp_path, capsys):
+    from extract.faces import box_iou
+
+    root = tmp_path / "data"
+    (root / "videos").mkdir(parents=True)
+    labels = root / "annotations" / "VA_Estimation_Challenge" / "Train_Set"
+    labels.mkdir(parents=True)
+    for name in ("single_face.mp4", "WolfgangLanger_Pexels.mp4"):
+        shutil.copy(MEDIA / name, root / "videos" / name)
+        (labels / f"{Path(name).stem}.txt").write_text(VA_HEADER + "\n" + "0.1,0.2\n" * 10)
+    args = ["--dataset", "affwild2", "--data-root", str(root), "--input", "video", "--workers", "2", "--batch", "64"]
+    assert main([*args, "--cache-dir", str(tmp_path / "every")]) == 0
+    assert main([*args, "--cache-dir", str(tmp_path / "key"), "--detect-every", "10"]) == 0
+    every = _read_all(cache_path(tmp_path / "every", "affwild2", "fer"))
+    key_path = cache_path(tmp_path / "key", "affwild2", "fer")
+    key = _read_all(key_path)
+    assert CacheReader(key_path).meta.detector.endswith(
+        "detect_every=10 (keyframes; optical flow carries faces between them)")
+    summary = json.loads(summary_path(key_path).read_text())
+    assert summary["frames"] == 72 + 472
+    assert summary["detected_frames"] < 0.35 * summary["frames"]
+    for vid, ref in every.items():
+        got = key[vid]
+        np.testing.assert_array_equal(got.frame_index, ref.frame_index)
+        np.testing.assert_array_equal(got.face_mask, ref.face_mask)  # a face on every frame of both videos
+        both = ref.face_mask & got.face_mask
+        ious = [box_iou(a, b) for a, b in zip(ref.bbox[both], got.bbox[both])]
+        assert np.mean(ious) >= 0.9
+        # Nearly the same crops, nearly the same embeddings.
+        a, b = ref.embeddings[both].astype(np.float32), got.embeddings[both].astype(np.float32)
+        cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        assert np.median(cosine) > 0.95
+    # Another interval into the same cache: refused, naming the file and the fix; nothing lost.
+    capsys.readouterr()
+    assert main([*args, "--cache-dir", str(tmp_path / "key"), "--detect-every", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {key_path}: was written with other settings (detector: ") and \
+        err.endswith("delete it or choose another CACHE_DIR to extract with these settings")
+    assert sorted(_read_all(key_path)) == sorted(every)
+    assert main([*args, "--cache-dir", str(tmp_path / "bad"), "--detect-every", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --detect-every must be >= 1 (1: detect on every frame), got 0"
