@@ -16,6 +16,8 @@ WEIGHTS      ?=
 EMBEDDING_LAYER ?=
 INPUT        ?= auto
 DETECT_EVERY ?= 1
+SAVE_CROPS   ?= 0
+EXTRACT_ARGS ?=
 REBALANCE    ?= none
 TRAIN_ARGS   ?=
 RUN          ?=
@@ -72,7 +74,8 @@ data: $(STAMP) ## Write the dataset (DATASET=synthetic only: it is generated fro
 extract: $(STAMP) ## Fill the feature cache CACHE_DIR/DATASET/BACKBONE.h5 (resumable: rerun after a stop)
 	$(PY) -m extract --dataset $(DATASET) --data-root $(DATA_ROOT) --backbone $(BACKBONE) \
 	  --cache-dir $(CACHE_DIR) --input $(INPUT) --workers $(WORKERS) --batch $(BATCH) \
-	  --detect-every $(DETECT_EVERY) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(EMBEDDING_LAYER),--embedding-layer $(EMBEDDING_LAYER))
+	  --detect-every $(DETECT_EVERY) $(if $(filter 1,$(SAVE_CROPS)),--save-crops) \
+	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(EMBEDDING_LAYER),--embedding-layer $(EMBEDDING_LAYER)) $(EXTRACT_ARGS)
 
 train: $(STAMP) ## Train MODEL on TASK from the cache; writes RUNS_DIR/<run id>/ (TRAIN_ARGS: more flags)
 	$(PY) -m train --dataset $(DATASET) --data-root $(DATA_ROOT) --backbone $(BACKBONE) --model $(MODEL) \
@@ -90,11 +93,13 @@ predict: $(STAMP) ## RUN=<run id> SPLIT=<split>: every frame, ABAW format -> RUN
 
 finetune: $(STAMP) ## Fine-tune BACKBONE + a head on DATASET's face crops for TASK -> RUNS_DIR/<run id>/model.keras
 	$(PY) -m finetune train --dataset $(DATASET) --data-root $(DATA_ROOT) --backbone $(BACKBONE) --task $(TASK) \
-	  --rebalance $(REBALANCE) --seed $(SEED) --runs-dir $(RUNS_DIR) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(FINETUNE_ARGS)
+	  --rebalance $(REBALANCE) --seed $(SEED) --runs-dir $(RUNS_DIR) --cache-dir $(CACHE_DIR) \
+	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(FINETUNE_ARGS)
 
 distill: $(STAMP) ## TEACHER=<fine-tuning run> STUDENT=<backbone>: a small student on the teacher's softened outputs
 	@if [ -z "$(TEACHER)" ]; then echo "make distill: set TEACHER=<run id>, a folder of $(RUNS_DIR) written by make finetune" >&2; exit 2; fi
-	$(PY) -m finetune distill --teacher $(TEACHER) --student $(STUDENT) --runs-dir $(RUNS_DIR) --seed $(SEED) $(DISTILL_ARGS)
+	$(PY) -m finetune distill --teacher $(TEACHER) --student $(STUDENT) --runs-dir $(RUNS_DIR) --cache-dir $(CACHE_DIR) \
+	  --seed $(SEED) $(DISTILL_ARGS)
 
 bench: $(STAMP) $(MEDIA) ## Time each stage and the whole pipeline; table + docs/bench/<machine>.json (BENCH_ARGS)
 	$(PY) -m bench $(BENCH_ARGS)

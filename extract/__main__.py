@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect-every", type=int, default=d.detect_every,
                    help="DETECT_EVERY: video mode, detect faces every N frames and carry them between with "
                         "optical flow (10: ~4x fewer detector calls; docs/benchmarks.md); 1: every frame")
+    p.add_argument("--save-crops", action="store_true",
+                   help="SAVE_CROPS=1: video mode, also store every face crop (JPEG) in <cache-dir>/<dataset>/"
+                        "<backbone>.crops.h5, so that make finetune reads them instead of detecting again")
+    p.add_argument("--crop-size", type=int, default=d.crop_size, help="side of the saved crops, in pixels")
     p.add_argument("--workers", type=int, default=d.workers, help="decode/detect processes (0: one per core)")
     p.add_argument("--batch", type=int, default=d.batch, help="crops per inference call")
     p.add_argument("--precision", default=d.precision, choices=("auto", "float32", "bfloat16", "float16"),
@@ -62,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(failed)} failed, {len(summary['missing_input'])} without input; {summary['frames']} frames, "
           f"{summary['faces']} faces ({summary['face_hit_rate']:.1%}); {summary['seconds']} s, "
           f"{summary['frames_per_s']} frames/s")
+    if "crops" in summary:
+        print(f"face crops for make finetune: {summary['crops']}")
     for item in failed:
         print(f"failed: {item['reason']}", file=sys.stderr)
     return 1 if failed else 0

@@ -44,6 +44,8 @@ class ExtractConfig:
         batch: crops per inference call (every call has this shape: the last one is padded).
         detect_every: video mode: run the face detector every this many frames and carry the faces
             between them with optical flow (``extract.keyframes``); 1: detect on every frame.
+        save_crops: video mode: also store every face crop, JPEG-encoded, in the sibling
+            ``<backbone>.crops.h5`` (``extract.crops``), for fine-tuning. crop_size: their side.
     """
 
     dataset: str = "synthetic"
@@ -58,6 +60,8 @@ class ExtractConfig:
     margin: float = 0.25
     align: bool = False
     detect_every: int = 1
+    save_crops: bool = False
+    crop_size: int = 112
     workers: int = 0
     batch: int = 256
     chunk: int = 64
@@ -177,6 +181,12 @@ def run_extract(cfg: ExtractConfig) -> dict:
     manifest = load_manifest(cfg.dataset)
     table = samples(load_dataset(cfg.dataset, cfg.data_root))
     mode = manifest.input if cfg.input == "auto" else cfg.input
+    if cfg.save_crops and mode != "video":
+        raise ValueError(f"--save-crops stores the crops cut from videos, but {cfg.dataset} is read in '{mode}' "
+                         f"mode, whose cropped_aligned frames fine-tuning reads directly; add --input video "
+                         f"(INPUT=video) to save crops from the videos")
+    if cfg.save_crops and cfg.crop_size < 8:
+        raise ValueError(f"--crop-size must be >= 8 pixels, got {cfg.crop_size}")
     with _WorkerPool(cfg.workers or os.cpu_count() or 1, warm_up_detector=mode == "video") as pool:
         backbone = load_backbone(cfg.backbone, weights=cfg.weights or None,
                                  embedding_layer=cfg.embedding_layer or None, precision=cfg.precision)
@@ -187,14 +197,19 @@ def _extract(cfg: ExtractConfig, pool: "_WorkerPool", backbone, table, mode: str
     backbone.batch_size = cfg.batch
     settings = FaceSettings(input_size=tuple(backbone.input_size), detector=cfg.detector,
                             min_score=cfg.min_score, margin=cfg.margin, align=cfg.align, chunk=cfg.chunk,
-                            detect_every=cfg.detect_every)
+                            detect_every=cfg.detect_every, save_crops=cfg.crop_size if cfg.save_crops else 0)
     meta = _meta(backbone, settings, mode)
     out = cache_path(cfg.cache_dir, cfg.dataset, cfg.backbone)
+    crops = _Crops(out, meta, cfg.crop_size) if cfg.save_crops else None
     parts = parts_dir_for(out)
+    if crops:
+        crops.merge()
     recovered = merge_shards(out, parts, meta)
     if recovered:
         log.info("folded %d videos finished by an earlier, interrupted run into %s", len(recovered), out)
     done = set(CacheReader(out).video_ids())
+    if crops:  # a video cached without its crops is extracted again
+        done &= set(CacheReader(crops.path).video_ids())
     jobs, missing = plan_jobs(table, mode, done)
     if missing:
         log.warning("skipped %d samples without input for mode '%s' (listed in the run summary), e.g. %s",
@@ -207,8 +222,12 @@ def _extract(cfg: ExtractConfig, pool: "_WorkerPool", backbone, table, mode: str
         "missing_input": missing, "done": 0, "failed": [], "frames": 0, "faces": 0, "detected_frames": 0,
         "backend": meta.backend, "backbone": meta.backbone, "embedding_dim": meta.embedding_dim,
     }
+    if crops:
+        summary["crops"] = str(crops.path)
     if jobs:
-        _run_jobs(pool, jobs, cfg, backbone, settings, meta, parts, summary)
+        _run_jobs(pool, jobs, cfg, backbone, settings, meta, parts, summary, crops)
+    if crops:
+        crops.merge()
     merge_shards(out, parts, meta)
     seconds = time.perf_counter() - start
     summary.update(seconds=round(seconds, 2), frames_per_s=round(summary["frames"] / seconds, 1) if seconds else 0.0,
@@ -257,7 +276,26 @@ class _WorkerPool:
                 p.terminate()
 
 
-def _run_jobs(pool: _WorkerPool, jobs, cfg, backbone, settings, meta, parts, summary) -> None:
+class _Crops:
+    """Where SAVE_CROPS writes: the sibling crops file and its shards (``extract.crops``)."""
+
+    def __init__(self, cache_file: Path, meta: CacheMeta, size: int):
+        from extract.crops import crops_meta, crops_path
+
+        self.path = crops_path(cache_file)
+        self.parts = parts_dir_for(self.path)
+        self.meta = crops_meta(meta, size)
+
+    def merge(self) -> None:
+        merge_shards(self.path, self.parts, self.meta)
+
+    def writer(self, sample_id: str, source: str):
+        from extract.crops import CropWriter
+
+        return CropWriter(self.parts, sample_id, self.meta, source=source)
+
+
+def _run_jobs(pool: _WorkerPool, jobs, cfg, backbone, settings, meta, parts, summary, crops=None) -> None:
     estimate = {job.job_id: _estimate_frames(job) for job in jobs}  # opens each video once
     jobs = sorted(jobs, key=lambda job: estimate[job.job_id], reverse=True)  # longest first: no idle worker
     total = sum(estimate.values())
@@ -270,15 +308,21 @@ def _run_jobs(pool: _WorkerPool, jobs, cfg, backbone, settings, meta, parts, sum
     batcher = _Batcher(backbone, cfg.batch)
     bar = tqdm(total=total, unit="frame", desc=f"extract {cfg.dataset}/{cfg.backbone}", smoothing=0.1)
 
+    crop_writers: dict = {}
+
     def flush(sample_id: str) -> None:
         for rows, emb in batcher.ready(sample_id):
             writers[sample_id].append(emb, rows.frame_index, rows.face_mask, rows.bbox, rows.score)
+            if crops:
+                crop_writers[sample_id].append(rows.frame_index[rows.face_mask], rows.jpegs)
 
     def finish(job_id: int) -> None:
         job = by_id[job_id]
         for subject in job.subjects:
             flush(subject.sample_id)
             if subject.sample_id in writers and batcher.idle(subject.sample_id):
+                if crops:  # crops first: a video counts as done once its features are in
+                    crop_writers.pop(subject.sample_id).close()
                 writers.pop(subject.sample_id).close()
         if all(s.sample_id not in writers for s in job.subjects):
             finished.discard(job_id)
@@ -298,6 +342,8 @@ def _run_jobs(pool: _WorkerPool, jobs, cfg, backbone, settings, meta, parts, sum
                 job = by_id[msg.job_id]
                 if msg.sample_id not in writers:
                     writers[msg.sample_id] = VideoWriter(parts, msg.sample_id, meta, source=job.path)
+                    if crops:
+                        crop_writers[msg.sample_id] = crops.writer(msg.sample_id, job.path)
                 batcher.add(msg)
                 flush(msg.sample_id)  # rows without faces go straight to disk, never pile up
                 if msg.sample_id == job.subjects[0].sample_id:
@@ -314,6 +360,8 @@ def _run_jobs(pool: _WorkerPool, jobs, cfg, backbone, settings, meta, parts, sum
                     batcher.drop(subject.sample_id)
                     if subject.sample_id in writers:
                         writers.pop(subject.sample_id).abort()
+                    if subject.sample_id in crop_writers:
+                        crop_writers.pop(subject.sample_id).abort()
                 open_jobs.discard(msg.job_id)
                 summary["failed"].append({"path": by_id[msg.job_id].path, "reason": msg.reason})
                 log.error("failed: %s", msg.reason)
@@ -330,5 +378,5 @@ def _run_jobs(pool: _WorkerPool, jobs, cfg, backbone, settings, meta, parts, sum
                         summary["failed"].append({"path": by_id[job_id].path, "reason": "worker process died"})
     finally:
         bar.close()
-        for writer in writers.values():
+        for writer in [*writers.values(), *crop_writers.values()]:
             writer.abort()

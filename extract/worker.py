@@ -50,6 +50,7 @@ class FaceSettings:
     align: bool = False
     chunk: int = 64
     detect_every: int = 1
+    save_crops: int = 0  # side of the JPEG crops saved for fine-tuning (extract.crops); 0: none
 
     def describe(self, mode: str) -> str:
         if mode == "frames":
@@ -71,6 +72,7 @@ class Rows:
     bbox: np.ndarray
     score: np.ndarray
     crops: np.ndarray
+    jpegs: list = field(default_factory=list)  # SAVE_CROPS: one JPEG (uint8 bytes) per face, in order
 
 
 @dataclass
@@ -96,14 +98,17 @@ class _Buffer:
     bbox: list = field(default_factory=list)
     score: list = field(default_factory=list)
     crops: list = field(default_factory=list)
+    jpegs: list = field(default_factory=list)
 
-    def add(self, frame_index, crop, box, score) -> None:
+    def add(self, frame_index, crop, box, score, jpeg=None) -> None:
         self.index.append(frame_index)
         self.mask.append(crop is not None)
         self.bbox.append(box if box is not None else np.zeros(4, np.float32))
         self.score.append(score)
         if crop is not None:
             self.crops.append(crop)
+        if jpeg is not None:
+            self.jpegs.append(jpeg)
 
     def take(self, job_id: int, input_size) -> Rows:
         rows = Rows(
@@ -111,8 +116,9 @@ class _Buffer:
             frame_index=np.asarray(self.index, np.int32), face_mask=np.asarray(self.mask, np.bool_),
             bbox=np.asarray(self.bbox, np.float32).reshape(-1, 4), score=np.asarray(self.score, np.float32),
             crops=(np.stack(self.crops) if self.crops else np.zeros((0, *input_size), np.uint8)),
+            jpegs=self.jpegs,
         )
-        self.index, self.mask, self.bbox, self.score, self.crops = [], [], [], [], []
+        self.index, self.mask, self.bbox, self.score, self.crops, self.jpegs = [], [], [], [], [], []
         return rows
 
 
@@ -140,6 +146,7 @@ def _run_frames(job: Job, settings: FaceSettings, send) -> int:
 
 def _run_video(job: Job, settings: FaceSettings, detector, send) -> tuple[int, int]:
     from extract.backbones import to_model_input
+    from extract.crops import encode_jpeg
     from extract.faces import SubjectTracker, crop_face
     from extract.keyframes import KeyframeDetector
     from extract.sources import iter_video
@@ -158,7 +165,13 @@ def _run_video(job: Job, settings: FaceSettings, detector, send) -> tuple[int, i
                 buf.add(frame_index, None, None, 0.0)
                 continue
             crop = crop_face(frame, det, size=(height, width), margin=settings.margin, align=settings.align)
-            buf.add(frame_index, to_model_input(crop, settings.input_size), det.box, float(det.score))
+            jpeg = None
+            if settings.save_crops:
+                side = (settings.save_crops, settings.save_crops)
+                saved = crop if side == crop.shape[:2] else crop_face(frame, det, size=side, margin=settings.margin,
+                                                                       align=settings.align)
+                jpeg = encode_jpeg(saved)
+            buf.add(frame_index, to_model_input(crop, settings.input_size), det.box, float(det.score), jpeg)
         n += 1
         if len(buffers[0].index) >= settings.chunk:
             for buf in buffers:

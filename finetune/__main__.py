@@ -25,8 +25,10 @@ def _size(text: str) -> tuple:
 
 
 def _add_fields(parser: argparse.ArgumentParser, cls, skip: tuple = ()) -> None:
-    """One flag per dataclass field, typed and defaulted from it (``--no-flip`` for booleans)."""
-    for field in dataclasses.fields(cls):
+    """One flag per dataclass field, typed and defaulted from it (``--no-flip`` for booleans); the
+    class's own fields first, then the ones it shares (``CropRunFields``)."""
+    own = cls.__dict__.get("__annotations__", {})
+    for field in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
         if field.name in skip:
             continue
         flag = "--" + field.name.replace("_", "-")

@@ -21,36 +21,19 @@ INITS = ("pretrained", "random")
 FRAME_TASKS = ("va", "expr", "au")
 
 
-class _SharesStageTwoSplits:
-    """Both fine-tuning and distillation split and rebalance exactly as stage two does."""
-
-    def train_config(self) -> TrainConfig:
-        """The stage-two config whose split and rebalancing settings this run shares."""
-        return TrainConfig(dataset=self.dataset, task=self.task, rebalance=self.rebalance, seed=self.seed,
-                           undersample_cap=self.undersample_cap, va_bins=self.va_bins,
-                           val_fraction=self.val_fraction)
-
-
 @dataclass(frozen=True)
-class FinetuneConfig(_SharesStageTwoSplits):
-    """One fine-tuning run (CLI flags mirror the field names).
+class CropRunFields:
+    """The settings fine-tuning and distillation share: crops, optimisation, augmentation, splits.
+
+    Both split and rebalance exactly as stage two does (:meth:`train_config`).
 
     Args:
-        dataset, data_root: the dataset (``data_manifests``) and where it lives (empty:
-            ``data/<dataset>``). Crops are read from its ``frames_dir`` (``cropped_aligned``).
-        backbone: a name of ``extract.backbones.BACKBONES`` (``file:`` models are not fine-tuned
-            here: their preprocessing is unknown). weights: local weights file for it.
-        input_size: (H, W, C) for the ``keras.applications`` backbones; empty: their default.
-        init: ``pretrained`` (the backbone's weights) or ``random`` (re-initialised from ``seed``).
-        task: ``va``, ``expr`` or ``au``.
-        embedding_dim: 0: the embedding is the backbone's pooled features (layer ``embedding``);
-            > 0: a Dense(relu) of that width named ``embedding`` after them (``dropout`` before it).
-        warmup_epochs: epochs with the backbone frozen (head only, ``lr``). epochs: epochs after
-            that with the top ``unfreeze_blocks`` blocks trainable (``finetune_lr``); -1: all.
-        train_batchnorm: also train the BatchNormalization layers of the unfrozen blocks
-            (default: they stay in inference mode, the usual choice for small batches).
-        batch_size: crops per step. train_frames: crops drawn (seeded) per training epoch, 0: all.
-        val_frames: fixed seeded subset of validation crops scored each epoch, 0: all.
+        crops: face crops saved by ``make extract SAVE_CROPS=1`` (a ``*.crops.h5`` file) for the
+            samples without ``cropped_aligned`` folders; empty: the one such file under
+            ``<cache_dir>/<dataset>/``.
+        batch_size: crops per step. lr: learning rate. train_frames: crops drawn (seeded) per
+            training epoch, 0: all. val_frames: fixed seeded subset of validation crops scored
+            each epoch, 0: all.
         flip, shift, rotation, brightness: augmentation: horizontal flip with p=0.5, random
             translation up to ``shift`` x the crop side, rotation up to ``rotation`` degrees,
             brightness factor in ``1 +- brightness``. Training split only.
@@ -58,28 +41,16 @@ class FinetuneConfig(_SharesStageTwoSplits):
             split only: dropped frames are never read.
         seed: seeds weights, split, rebalancing, sampling and augmentation.
         val_fraction: share of subjects held out when the dataset has no validation split.
-        workers: threads that read jpgs for the next batches (``keras.utils.PyDataset``).
+        workers: threads that read crops for the next batches (``keras.utils.PyDataset``).
         jit_compile: XLA for the train step (off: on 2 CPU cores it made a fer step 7x slower).
         runs_dir, run_name: the run folder ``<runs_dir>/<run_name or generated id>/``.
         verbose: Keras fit verbosity.
     """
 
-    dataset: str = "synthetic"
-    data_root: str = ""
-    backbone: str = "fer"
-    weights: str = ""
-    input_size: tuple = ()
-    init: str = "pretrained"
-    task: str = "expr"
-    embedding_dim: int = 0
-    dropout: float = 0.2
-    warmup_epochs: int = 1
-    epochs: int = 4
-    unfreeze_blocks: int = 2
-    train_batchnorm: bool = False
+    crops: str = ""
+    cache_dir: str = "cache"
     batch_size: int = 64
     lr: float = 1e-3
-    finetune_lr: float = 3e-4
     train_frames: int = 0
     val_frames: int = 0
     flip: bool = True
@@ -96,6 +67,51 @@ class FinetuneConfig(_SharesStageTwoSplits):
     runs_dir: str = "runs"
     run_name: str = ""
     verbose: int = 2
+
+    def train_config(self) -> TrainConfig:
+        """The stage-two config whose split and rebalancing settings this run shares."""
+        return TrainConfig(dataset=self.dataset, task=self.task, rebalance=self.rebalance, seed=self.seed,
+                           undersample_cap=self.undersample_cap, va_bins=self.va_bins,
+                           val_fraction=self.val_fraction)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(CropRunFields):
+    """One fine-tuning run (CLI flags mirror the field names).
+
+    Args:
+        dataset, data_root: the dataset (``data_manifests``) and where it lives (empty:
+            ``data/<dataset>``). Crops are read from its ``frames_dir`` (``cropped_aligned``), or
+            from ``crops`` for samples without one.
+        backbone: a name of ``extract.backbones.BACKBONES`` (``file:`` models are not fine-tuned
+            here: their preprocessing is unknown). weights: local weights file for it.
+        input_size: (H, W, C) for the ``keras.applications`` backbones; empty: their default.
+        init: ``pretrained`` (the backbone's weights) or ``random`` (re-initialised from ``seed``).
+        task: ``va``, ``expr`` or ``au``.
+        embedding_dim: 0: the embedding is the backbone's pooled features (layer ``embedding``);
+            > 0: a Dense(relu) of that width named ``embedding`` after them (``dropout`` before it).
+        warmup_epochs: epochs with the backbone frozen (head only, ``lr``). epochs: epochs after
+            that with the top ``unfreeze_blocks`` blocks trainable (``finetune_lr``); -1: all.
+        train_batchnorm: also train the BatchNormalization layers of the unfrozen blocks
+            (default: they stay in inference mode, the usual choice for small batches).
+        finetune_lr: learning rate after the warm-up (``lr``: during it).
+        Other fields: :class:`CropRunFields`.
+    """
+
+    dataset: str = "synthetic"
+    data_root: str = ""
+    backbone: str = "fer"
+    weights: str = ""
+    input_size: tuple = ()
+    init: str = "pretrained"
+    task: str = "expr"
+    embedding_dim: int = 0
+    dropout: float = 0.2
+    warmup_epochs: int = 1
+    epochs: int = 4
+    unfreeze_blocks: int = 2
+    train_batchnorm: bool = False
+    finetune_lr: float = 3e-4
 
     def resolved(self) -> "FinetuneConfig":
         """The config with derived defaults filled in (what ``config.json`` records)."""
@@ -124,7 +140,7 @@ class FinetuneConfig(_SharesStageTwoSplits):
 
 
 @dataclass(frozen=True)
-class DistillConfig(_SharesStageTwoSplits):
+class DistillConfig(CropRunFields):
     """One distillation run: a student backbone trained on a teacher run's softened outputs.
 
     Loss (Hinton et al. 2015) per crop: ``alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))
@@ -139,8 +155,9 @@ class DistillConfig(_SharesStageTwoSplits):
         student_weights: local weights file for it. init: ``pretrained`` or ``random``.
         temperature: T. alpha: weight of the soft loss (1 - alpha: hard labels).
         embedding_weight: weight of the embedding-matching loss (0: off).
-        epochs, batch_size, lr, train_frames, val_frames: optimisation (every student layer trains).
-        Other fields: as :class:`FinetuneConfig`.
+        epochs: training epochs (every student layer trains).
+        bench_images: crops timed for the student's and the teacher's images/s.
+        Other fields: :class:`CropRunFields`.
     """
 
     teacher: str = ""
@@ -157,25 +174,7 @@ class DistillConfig(_SharesStageTwoSplits):
     alpha: float = 0.7
     embedding_weight: float = 0.0
     epochs: int = 5
-    batch_size: int = 64
-    lr: float = 1e-3
-    train_frames: int = 0
-    val_frames: int = 0
-    flip: bool = True
-    shift: float = 0.06
-    rotation: float = 8.0
-    brightness: float = 0.2
-    rebalance: str = "none"
-    undersample_cap: float = 1.0
-    va_bins: int = 40
-    seed: int = 0
-    val_fraction: float = 0.2
-    workers: int = 1
-    jit_compile: bool = False
     bench_images: int = 512
-    runs_dir: str = "runs"
-    run_name: str = ""
-    verbose: int = 2
 
     def validate(self) -> "DistillConfig":
         from extract.backbones import BACKBONES

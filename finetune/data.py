@@ -1,7 +1,9 @@
-"""Face crops with frame labels, streamed from disk: an index of (jpg, label), then batches.
+"""Face crops with frame labels, streamed from disk: an index of (crop, label), then batches.
 
-:func:`frame_index` lists every annotated frame whose crop exists (``cropped_aligned``: a missing
-jpg is a frame without a face, and an unannotated frame is never read), from the file names only.
+:func:`frame_index` lists every annotated frame whose crop exists, from file names and frame lists
+only: a ``cropped_aligned`` jpg, or for raw-video samples a crop that ``make extract SAVE_CROPS=1``
+stored in ``<backbone>.crops.h5`` (:func:`saved_crops` finds it). A frame without a crop is a frame
+without a face, and an unannotated frame is never read.
 :class:`CropDataset` is a ``keras.utils.PyDataset`` whose ``__getitem__`` reads the files of that
 one batch, augments them (training) and resizes them to the model's input: no epoch ever holds
 more than the batches in flight.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import cv2
@@ -28,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from extract.backbones import to_model_input
+from extract.crops import CropStore
 from extract.sources import frame_numbers
 from train.config import TrainConfig
 from train.data import choose_splits
@@ -36,13 +40,18 @@ from train.run import label_rows
 from train.tasks import TaskSpec
 
 
+SAVED = "saved:"  # path prefix of a crop in the crops file: saved:<video id>/<row>
+
+
 @dataclass(frozen=True)
 class FrameIndex:
     """Annotated frames with a face crop on disk, one row each.
 
     Attributes:
-        task: the task. paths: jpg path per frame. sample_ids, frame_index: where it comes from.
+        task: the task. paths: per frame, a jpg path or ``saved:<video id>/<row>`` (a crop of
+            ``store``). sample_ids, frame_index: where it comes from.
         labels: float32 ``[N, target_cols]`` (a class id for class tasks), every one valid.
+        store: the crops file the ``saved:`` paths point into (None: jpgs only).
     """
 
     task: TaskSpec
@@ -50,13 +59,21 @@ class FrameIndex:
     sample_ids: np.ndarray
     frame_index: np.ndarray
     labels: np.ndarray
+    store: CropStore | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def subset(self, keep: np.ndarray) -> "FrameIndex":
         return FrameIndex(self.task, self.paths[keep], self.sample_ids[keep], self.frame_index[keep],
-                          self.labels[keep])
+                          self.labels[keep], self.store)
+
+    def read(self, path: str) -> np.ndarray:
+        """RGB uint8 crop of one of :attr:`paths`."""
+        if path.startswith(SAVED):
+            video_id, row = path[len(SAVED):].rsplit("/", 1)
+            return self.store.image(video_id, int(row))
+        return read_crop(path)
 
     def targets(self) -> np.ndarray:
         """``[N, C + 1]``: labels and a loss-mask column of ones (``train.tasks`` losses read it)."""
@@ -68,37 +85,67 @@ def split_rows(cfg, table: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd
     return choose_splits(label_rows(cfg, table), cfg.seed, cfg.val_fraction)
 
 
-def frame_index(rows: pd.DataFrame, task: TaskSpec) -> FrameIndex:
-    """Every valid label of ``rows`` whose frame has a jpg in the sample's ``frames_dir``.
+def saved_crops(cfg, rows: pd.DataFrame) -> CropStore | None:
+    """The crops file for the samples of ``rows`` without ``cropped_aligned``; None if all have it.
 
-    Masked labels (the dataset's invalid marker) and frames without a jpg are left out here, so
-    they are never read nor counted. Only directory listings are read, no image.
+    ``cfg.crops`` when set, else the one ``*.crops.h5`` under ``<cfg.cache_dir>/<cfg.dataset>/``.
 
     Raises:
-        ValueError: a sample without a ``frames_dir`` (raw videos need their crops extracted
-            first), or no usable frame at all.
+        ValueError: such samples exist and no crops file is found, or several are (which to use).
+    """
+    if rows.frames_dir.astype(bool).all():
+        return None
+    if cfg.crops:
+        return CropStore(cfg.crops)
+    folder = Path(cfg.cache_dir) / cfg.dataset
+    found = sorted(folder.glob("*.crops.h5")) if folder.is_dir() else []
+    if len(found) > 1:
+        raise ValueError(f"{folder}: several crops files ({', '.join(p.name for p in found)}); "
+                         f"pass --crops <file> to choose one")
+    if not found:
+        missing = rows.sample_id[~rows.frames_dir.astype(bool)].iloc[0]
+        raise ValueError(f"sample '{missing}' has no cropped_aligned folder and {folder} holds no crops file; "
+                         f"store its face crops once with make extract DATASET={cfg.dataset} INPUT=video "
+                         f"SAVE_CROPS=1 (CACHE_DIR={cfg.cache_dir}), or pass --crops <file>")
+    return CropStore(found[0])
+
+
+def frame_index(rows: pd.DataFrame, task: TaskSpec, store: CropStore | None = None) -> FrameIndex:
+    """Every valid label of ``rows`` whose frame has a crop: a jpg in the sample's ``frames_dir``,
+    or, for a sample without one, a crop of ``store`` (``make extract SAVE_CROPS=1``).
+
+    Masked labels (the dataset's invalid marker) and frames without a crop are left out here, so
+    they are never read nor counted. Only directory listings and frame lists are read, no image.
+
+    Raises:
+        ValueError: a sample with neither, or no usable frame at all.
     """
     paths, samples, frames, labels = [], [], [], []
     for row in rows.itertuples(index=False):
-        if not row.frames_dir:
-            raise ValueError(f"sample '{row.sample_id}' has no cropped frames folder (frames_dir); fine-tuning "
-                             f"reads face crops from cropped_aligned jpgs, which this dataset lacks for it")
-        where = f"{row.frames_dir}"
-        jpgs = frame_numbers(row.frames_dir)
+        if row.frames_dir:
+            where = f"{row.frames_dir}"
+            jpgs = frame_numbers(row.frames_dir)
+            crop_of = {int(n): str(path) for n, path in jpgs.items()}
+        elif store is not None:
+            where = f"{store.path}: {row.sample_id}"
+            crop_of = {int(n): f"{SAVED}{row.sample_id}/{k}" for k, n in enumerate(store.frames(row.sample_id))}
+        else:
+            raise ValueError(f"sample '{row.sample_id}' has no cropped_aligned folder; store its face crops "
+                             f"with make extract INPUT=video SAVE_CROPS=1, or pass --crops <file>")
         numbers = np.asarray(row.frame_index, np.int64).reshape(-1)
         lab = task.encode(row.labels, len(numbers), where)
         valid = np.asarray(row.valid, bool).reshape(-1)
         task.check(lab, valid, where)
-        has_jpg = np.fromiter((int(n) in jpgs for n in numbers), bool, len(numbers))
-        use = valid & has_jpg
-        paths += [str(jpgs[int(n)]) for n in numbers[use]]
+        has_crop = np.fromiter((int(n) in crop_of for n in numbers), bool, len(numbers))
+        use = valid & has_crop
+        paths += [crop_of[int(n)] for n in numbers[use]]
         samples += [row.sample_id] * int(use.sum())
         frames.append(numbers[use])
         labels.append(lab[use])
     if not paths:
         raise ValueError(f"none of the {len(rows)} samples has an annotated '{task.name}' frame with a crop")
     return FrameIndex(task, np.asarray(paths, object), np.asarray(samples, object),
-                      np.concatenate(frames).astype(np.int64), np.concatenate(labels).astype(np.float32))
+                      np.concatenate(frames).astype(np.int64), np.concatenate(labels).astype(np.float32), store)
 
 
 def rebalanced(index: FrameIndex, cfg: TrainConfig) -> tuple[FrameIndex, dict]:
@@ -163,16 +210,16 @@ class CropDataset(keras.utils.PyDataset):
             augmentation of each crop from ``(seed, epoch, position)`` so that threads do not
             change the result.
         frames_per_epoch: crops drawn per epoch (0: all), a fresh seeded draw every epoch.
-        reader: ``path -> RGB uint8`` (default :func:`read_crop`).
+        reader: ``path -> RGB uint8`` (default: ``index.read``: jpgs and saved crops).
         workers: reader threads (``keras.utils.PyDataset``).
     """
 
     def __init__(self, index: FrameIndex, input_size: tuple, batch_size: int, augment: Augment | None = None,
-                 seed: int | None = None, frames_per_epoch: int = 0, reader: Callable = read_crop,
+                 seed: int | None = None, frames_per_epoch: int = 0, reader: Callable | None = None,
                  workers: int = 1, **kwargs):
         super().__init__(workers=workers, use_multiprocessing=False, **kwargs)
         self.index, self.input_size, self.batch_size = index, tuple(input_size), batch_size
-        self.augment, self.seed, self.reader = augment, seed, reader
+        self.augment, self.seed, self.reader = augment, seed, reader or index.read
         self.frames_per_epoch = min(frames_per_epoch or len(index), len(index))
         self._targets = index.targets()
         self.epoch = -1

@@ -157,9 +157,11 @@ def run_distill(cfg: DistillConfig) -> Path:
     """Trains the student and writes its run folder; returns it."""
     teacher_path = teacher_dir(cfg)
     teacher_cfg = json.loads((teacher_path / "config.json").read_text())
+    teacher_crops = teacher_cfg.get("data", {}).get("crops", "cropped_aligned")  # the crops file it read, if any
     cfg = dataclasses.replace(
         cfg, dataset=cfg.dataset or teacher_cfg["dataset"], data_root=cfg.data_root or teacher_cfg["data_root"],
-        task=cfg.task or teacher_cfg["task"], student_input_size=tuple(int(v) for v in cfg.student_input_size)
+        task=cfg.task or teacher_cfg["task"], student_input_size=tuple(int(v) for v in cfg.student_input_size),
+        crops=cfg.crops or ("" if teacher_crops == "cropped_aligned" else teacher_crops),
     ).validate()
     task = TASKS[cfg.task]
     monitor = f"val_{MONITOR[task.name]}"

@@ -31,7 +31,7 @@ from evaluate.metrics import MONITOR, json_safe, metrics_from_predictions
 from finetune.config import FinetuneConfig
 from finetune.data import (
     Augment, CropDataset, FrameIndex, frame_index, predict_index, predictions_table, rebalanced, sample_frames,
-    split_rows,
+    saved_crops, split_rows,
 )
 from finetune.model import build_model, set_trainable
 from train.run import make_run_dir, write_json
@@ -69,10 +69,12 @@ class FrameScorer(keras.callbacks.Callback):
 def load_indexes(cfg, task: TaskSpec, table: pd.DataFrame | None) -> tuple[FrameIndex, FrameIndex, dict, dict]:
     """Training (rebalanced) and validation frame indexes, the label distribution and counts."""
     train_rows, val_rows, how = split_rows(cfg, table)
-    train_all = frame_index(train_rows, task)
+    store = saved_crops(cfg, pd.concat([train_rows, val_rows]))
+    train_all = frame_index(train_rows, task, store)
     train, dist = rebalanced(train_all, cfg.train_config())
-    val = sample_frames(frame_index(val_rows, task), cfg.val_frames, cfg.seed)
-    info = {"split": how, "train_samples": len(train_rows), "train_frames": len(train_all),
+    val = sample_frames(frame_index(val_rows, task, store), cfg.val_frames, cfg.seed)
+    info = {"split": how, "crops": str(store.path) if store else "cropped_aligned",
+            "train_samples": len(train_rows), "train_frames": len(train_all),
             "train_frames_after_rebalance": len(train), "validation_samples": len(val_rows),
             "validation_frames_scored": len(val)}
     log.info("split: %s; %d training crops (%d after --rebalance %s), %d validation crops", how,
