@@ -27,6 +27,7 @@ TEACHER      ?=
 STUDENT      ?= mobilenetv2
 FINETUNE_ARGS ?=
 DISTILL_ARGS ?=
+JOINT_ARGS   ?=
 BENCH_ARGS   ?=
 SEED         ?= 0
 PYTEST_ARGS  ?=
@@ -40,7 +41,7 @@ export KERAS_BACKEND
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data extract train report predict finetune distill bench demo test media clean
+.PHONY: help setup data extract train report predict finetune distill joint bench demo test media clean
 
 help: ## List the targets and the variables they read
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -100,6 +101,11 @@ distill: $(STAMP) ## TEACHER=<fine-tuning run> STUDENT=<backbone>: a small stude
 	@if [ -z "$(TEACHER)" ]; then echo "make distill: set TEACHER=<run id>, a folder of $(RUNS_DIR) written by make finetune" >&2; exit 2; fi
 	$(PY) -m finetune distill --teacher $(TEACHER) --student $(STUDENT) --runs-dir $(RUNS_DIR) --cache-dir $(CACHE_DIR) \
 	  --seed $(SEED) $(DISTILL_ARGS)
+
+joint: $(STAMP) ## End-to-end CNN+RNN: BACKBONE + MODEL trained together on clips for TASK -> RUNS_DIR/<run id>/ (JOINT_ARGS)
+	$(PY) -m finetune joint --dataset $(DATASET) --data-root $(DATA_ROOT) --backbone $(BACKBONE) --model $(MODEL) \
+	  --task $(TASK) --rebalance $(REBALANCE) --seed $(SEED) --runs-dir $(RUNS_DIR) --cache-dir $(CACHE_DIR) \
+	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(JOINT_ARGS)
 
 bench: $(STAMP) $(MEDIA) ## Time each stage and the whole pipeline; table + docs/bench/<machine>.json (BENCH_ARGS)
 	$(PY) -m bench $(BENCH_ARGS)

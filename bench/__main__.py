@@ -47,6 +47,7 @@ _HELP = {
     "min_seconds": "each rate is measured over at least this long",
     "synthetic_clips": "clips of the synthetic dataset (frames-mode run)",
     "train_dim": "stage two embedding size (0: the backbone's)",
+    "train_rounds": "stage two: the in-memory and cache runs alternate this many times; each figure is its best",
     "workdir": "keep the generated trees, videos and caches here (default: a temporary folder)",
 }
 

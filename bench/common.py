@@ -28,7 +28,8 @@ VA_HEADER = "valence,arousal"
 # --quick: seconds on 2 cores; the figures only have to exist.
 _QUICK = dict(clip=str(Path(DEFAULT_CLIP).with_name("single_face.mp4")), clip_frames=12, workers=1, videos=1,
               naive_frames=8, min_seconds=0.05, batch=16, synthetic_clips=3, train_layers=1, train_units=8,
-              train_seq_len=8, train_batch_size=8, train_videos=2, train_frames=64, train_epochs=2)
+              train_seq_len=8, train_batch_size=8, train_videos=2, train_frames=64, train_epochs=2,
+              train_rounds=1)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class BenchConfig:
     train_videos: int = 8
     train_frames: int = 8192
     train_epochs: int = 3
+    train_rounds: int = 3
     train_dim: int = 0
     seed: int = 0
     workdir: str = ""
@@ -96,7 +98,8 @@ class BenchConfig:
         if not Path(self.clip).is_file():
             raise ValueError(f"{self.clip}: no such video; run `make media` to fetch the test media, "
                              "or pass --clip <video>")
-        for name in ("batch", "detect_every", "long_factor", "naive_frames", "train_epochs", "synthetic_clips"):
+        for name in ("batch", "detect_every", "long_factor", "naive_frames", "train_epochs", "train_rounds",
+                     "synthetic_clips"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(self, name)}")
         if self.train_epochs < 2:

@@ -1,7 +1,10 @@
-"""``python -m finetune train|distill``: fine-tune a backbone on face crops, or distil a fine-tuned one.
+"""``python -m finetune train|distill|joint``: fine-tune a backbone on face crops, distil a
+fine-tuned one, or train a backbone and a GRU together on clips (end to end).
 
-Every flag mirrors a field of ``finetune.config.FinetuneConfig`` / ``DistillConfig``; the run
-folder's ``model.keras`` is a stage-one backbone: ``make extract BACKBONE=file:<run>/model.keras``.
+Every flag mirrors a field of ``finetune.config.FinetuneConfig`` / ``DistillConfig`` /
+``finetune.joint.JointConfig``; a ``train`` or ``distill`` run folder's ``model.keras`` is a
+stage-one backbone (``make extract BACKBONE=file:<run>/model.keras``); a ``joint`` run folder is
+a stage-two run folder that ``make report`` reads.
 """
 
 from __future__ import annotations
@@ -60,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"Students: {backbones}. Tasks: expr, au (default: the teacher's). "
                     f"Rebalancing: {', '.join(REBALANCE)}.")
     _add_fields(distill, DistillConfig)
+    from finetune.joint import JointConfig
+    from train.models import MODELS
+
+    joint = sub.add_parser(
+        "joint", help="train a backbone and a stage-two RNN together on clips of face crops (Kollias et al. 2017)",
+        formatter_class=raw,
+        description=f"Backbones: {backbones}. Models: {', '.join(MODELS)}. Tasks: {', '.join(FRAME_TASKS)}. "
+                    f"Rebalancing (training split only): {', '.join(REBALANCE)}.")
+    _add_fields(joint, JointConfig)
     return parser
 
 
@@ -72,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
             from finetune.run import run_finetune
 
             run_dir = run_finetune(FinetuneConfig(**args))
+        elif command == "joint":
+            from finetune.joint import JointConfig, run_joint
+
+            run_dir = run_joint(JointConfig(**args))
+            print(f"run folder: {run_dir}\nmake report puts it beside the two-stage runs of {args['backbone']}")
+            return 0
         else:
             from finetune.distill import run_distill
 

@@ -70,14 +70,31 @@ class FrameIndex:
 
     def read(self, path: str) -> np.ndarray:
         """RGB uint8 crop of one of :attr:`paths`."""
-        if path.startswith(SAVED):
-            video_id, row = path[len(SAVED):].rsplit("/", 1)
-            return self.store.image(video_id, int(row))
-        return read_crop(path)
+        return read_any(path, self.store)
 
     def targets(self) -> np.ndarray:
         """``[N, C + 1]``: labels and a loss-mask column of ones (``train.tasks`` losses read it)."""
         return np.concatenate([self.labels, np.ones((len(self), 1), np.float32)], axis=1)
+
+
+def read_any(path: str, store: CropStore | None) -> np.ndarray:
+    """RGB uint8 crop: a jpg path, or ``saved:<video id>/<row>`` in ``store``."""
+    if path.startswith(SAVED):
+        video_id, row = path[len(SAVED):].rsplit("/", 1)
+        return store.image(video_id, int(row))
+    return read_crop(path)
+
+
+def crops_of(row, store: CropStore | None) -> tuple[dict[int, str], str]:
+    """``{frame number: crop path}`` of one sample (its ``cropped_aligned`` jpgs, else its crops in
+    ``store``) and a name for it in errors."""
+    if row.frames_dir:
+        return {int(n): str(path) for n, path in frame_numbers(row.frames_dir).items()}, str(row.frames_dir)
+    if store is not None:
+        return {int(n): f"{SAVED}{row.sample_id}/{k}" for k, n in enumerate(store.frames(row.sample_id))}, \
+            f"{store.path}: {row.sample_id}"
+    raise ValueError(f"sample '{row.sample_id}' has no cropped_aligned folder; store its face crops "
+                     f"with make extract INPUT=video SAVE_CROPS=1, or pass --crops <file>")
 
 
 def split_rows(cfg, table: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
@@ -122,16 +139,7 @@ def frame_index(rows: pd.DataFrame, task: TaskSpec, store: CropStore | None = No
     """
     paths, samples, frames, labels = [], [], [], []
     for row in rows.itertuples(index=False):
-        if row.frames_dir:
-            where = f"{row.frames_dir}"
-            jpgs = frame_numbers(row.frames_dir)
-            crop_of = {int(n): str(path) for n, path in jpgs.items()}
-        elif store is not None:
-            where = f"{store.path}: {row.sample_id}"
-            crop_of = {int(n): f"{SAVED}{row.sample_id}/{k}" for k, n in enumerate(store.frames(row.sample_id))}
-        else:
-            raise ValueError(f"sample '{row.sample_id}' has no cropped_aligned folder; store its face crops "
-                             f"with make extract INPUT=video SAVE_CROPS=1, or pass --crops <file>")
+        crop_of, where = crops_of(row, store)
         numbers = np.asarray(row.frame_index, np.int64).reshape(-1)
         lab = task.encode(row.labels, len(numbers), where)
         valid = np.asarray(row.valid, bool).reshape(-1)

@@ -1,0 +1,283 @@
+"""End-to-end CNN+RNN (Kollias et al. 2017): the backbone and stage two's recurrent model trained
+together on short clips of face crops, to compare with the two-stage pipeline in the report.
+
+The model is the two stages glued: ``pixels [B, T, H, W, C]`` -> the fine-tuning model's frame
+encoder (backbone -> ``embedding``, ``finetune.model``) on every frame (``TimeDistributed``) ->
+stage two's ``--model`` (``train.models``: standardise, gate faceless frames, GRU/LSTM, head).
+Clips are cut, labelled and scored exactly as stage two cuts windows from the cache
+(``train.data``: training windows every ``stride`` frames, validation tiled), so the metrics are
+comparable; frames without a crop are faceless rows (zero pixels, gated, never scored).
+Training: ``warmup_epochs`` with the backbone frozen (the RNN learns from the pretrained
+embeddings), then ``epochs`` with its top ``unfreeze_blocks`` blocks trainable.
+
+The run folder is a stage-two run folder (docs/run_format.md) whose ``model`` is
+``joint-<model>``, so ``make report`` puts it beside the two-stage runs of the same backbone.
+
+Example:
+
+>>> run_dir = run_joint(JointConfig(dataset="synthetic", backbone="fer", task="expr", seq_len=16))
+>>> json.loads((run_dir / "metrics.json").read_text())["model"]
+'joint-gru'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from evaluate.metrics import MONITOR, json_safe, metrics_from_predictions
+from extract.backbones import to_model_input
+from finetune.config import FRAME_TASKS, CropRunFields, _raise_first
+from finetune.data import crops_of, read_any, saved_crops, split_rows
+from finetune.model import EMBEDDING_LAYER, build_model, set_trainable
+from train.config import ConfigError, TrainConfig
+from train.data import SplitData, predictions_table, tiling_windows, train_windows, window_rows
+from train.rebalance import apply_rebalance
+from train.run import make_run_dir, write_json
+from train.tasks import TASKS, TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JointConfig(CropRunFields):
+    """One joint CNN+RNN run (CLI flags mirror the field names).
+
+    Args:
+        dataset, data_root, backbone, weights, input_size, init, task: as ``FinetuneConfig``.
+        model, layers, units, dropout: stage two's recurrent model (``train.models.MODELS``).
+        seq_len: frames per clip. stride: step between training clips (0: ``seq_len // 2``).
+        warmup_epochs, epochs, unfreeze_blocks, train_batchnorm, finetune_lr: as ``FinetuneConfig``.
+        stats_frames: training crops embedded once to set the RNN's input standardisation.
+        batch_size: clips per step. Other fields: :class:`CropRunFields`.
+    """
+
+    dataset: str = "synthetic"
+    data_root: str = ""
+    backbone: str = "fer"
+    weights: str = ""
+    input_size: tuple = ()
+    init: str = "pretrained"
+    task: str = "expr"
+    model: str = "gru"
+    layers: int = 1
+    units: int = 64
+    dropout: float = 0.2
+    seq_len: int = 16
+    stride: int = 0
+    warmup_epochs: int = 2
+    epochs: int = 2
+    unfreeze_blocks: int = 2
+    train_batchnorm: bool = False
+    finetune_lr: float = 3e-4
+    stats_frames: int = 512
+    batch_size: int = 8
+
+    def resolved(self) -> "JointConfig":
+        return dataclasses.replace(self, data_root=self.data_root or f"data/{self.dataset}",
+                                   input_size=tuple(int(v) for v in self.input_size),
+                                   stride=self.stride or max(self.seq_len // 2, 1))
+
+    def validate(self) -> "JointConfig":
+        from extract.backbones import BACKBONES
+        from train.models import MODELS
+
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"--backbone {self.backbone!r} cannot be trained end to end; choose one of: "
+                              f"{', '.join(sorted(BACKBONES))}")
+        MODELS[self.model]  # unknown names raise, listing the valid ones
+        checks = [
+            ("task", self.task in FRAME_TASKS, f"must be one of {', '.join(FRAME_TASKS)} (per-frame labels)"),
+            ("seq_len", self.seq_len >= 2, "must be >= 2"),
+            ("layers", self.layers >= 1, "must be >= 1"),
+            ("units", self.units >= 1, "must be >= 1"),
+            ("epochs", self.epochs >= 0 and self.warmup_epochs >= 0 and self.epochs + self.warmup_epochs >= 1,
+             "must be >= 0, with --warmup-epochs + --epochs >= 1"),
+            ("batch_size", self.batch_size >= 1, "must be >= 1"),
+            ("stats_frames", self.stats_frames >= 1, "must be >= 1"),
+        ]
+        _raise_first(self, checks)
+        return self
+
+    def rnn_config(self) -> TrainConfig:
+        return dataclasses.replace(self.train_config(), model=self.model, layers=self.layers, units=self.units,
+                                   dropout=self.dropout, seq_len=self.seq_len)
+
+
+def clip_split(rows: pd.DataFrame, task: TaskSpec, store) -> tuple[SplitData, np.ndarray]:
+    """Stage two's :class:`SplitData` over the labelled frames of ``rows``, with a crop path per
+    row instead of an embedding (``""``: no face, and the padding row)."""
+    ids, offsets, faces, frames, labels, valid, paths = [], [0], [], [], [], [], []
+    for row in rows.itertuples(index=False):
+        crop_of, where = crops_of(row, store)
+        numbers = np.asarray(row.frame_index, np.int64).reshape(-1)
+        lab = task.encode(row.labels, len(numbers), where)
+        ok = np.asarray(row.valid, bool).reshape(-1)
+        task.check(lab, ok, where)
+        ids.append(row.sample_id)
+        offsets.append(offsets[-1] + len(numbers))
+        paths += [crop_of.get(int(n), "") for n in numbers]
+        faces.append(np.array([int(n) in crop_of for n in numbers], bool))
+        frames.append(numbers)
+        labels.append(lab)
+        valid.append(ok)
+    n = offsets[-1]
+    split = SplitData(task=task, sample_ids=ids, offsets=np.asarray(offsets), x=np.zeros((n + 1, 0), np.float16),
+                      face=np.append(np.concatenate(faces), False), frame_index=np.concatenate(frames).astype(np.int32),
+                      labels=np.concatenate(labels).astype(np.float32), valid=np.concatenate(valid),
+                      keep=np.ones(n, bool))
+    return split, np.asarray(paths + [""], object)
+
+
+class ClipDataset(keras.utils.PyDataset):
+    """Batches ``({"pixels": [B, T, H, W, C], "face": [B, T]}, targets [B, T, C + 1])``, read per batch."""
+
+    def __init__(self, split: SplitData, paths: np.ndarray, store, sample, start, cfg: JointConfig,
+                 input_size: tuple, shuffle_seed: int | None = None, with_targets: bool = True):
+        super().__init__(workers=cfg.workers, use_multiprocessing=False)
+        self.split, self.paths, self.store, self.cfg = split, paths, store, cfg
+        self.sample, self.start, self.input_size = np.asarray(sample), np.asarray(start), tuple(input_size)
+        self.with_targets = with_targets
+        self._targets = split.targets()
+        self._rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
+        self._order = np.arange(len(self.sample))
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sample) / self.cfg.batch_size)
+
+    def on_epoch_end(self) -> None:
+        if self._rng is not None:
+            self._order = self._rng.permutation(len(self.sample))
+
+    def __getitem__(self, index: int):
+        pick = self._order[index * self.cfg.batch_size:(index + 1) * self.cfg.batch_size]
+        rows = window_rows(self.split, self.sample[pick], self.start[pick], self.cfg.seq_len)
+        pixels = np.zeros((*rows.shape, *self.input_size), np.float32)
+        for (b, t), row in np.ndenumerate(rows):
+            if self.paths[row]:
+                pixels[b, t] = to_model_input(read_any(self.paths[row], self.store), self.input_size)
+        x = {"pixels": pixels, "face": self.split.face[rows].astype(np.float32)}
+        return (x, self._targets[rows]) if self.with_targets else x
+
+
+def build_joint(cfg: JointConfig, task: TaskSpec, mean: np.ndarray, variance: np.ndarray,
+                frame_model: keras.Model) -> keras.Model:
+    """``frame_model``'s encoder on every frame, then stage two's ``cfg.model`` with ``task``'s head."""
+    from train.models import build_model as build_rnn
+
+    encoder = keras.Model(frame_model.inputs, frame_model.get_layer(EMBEDDING_LAYER).output, name="encoder")
+    pixels = keras.Input((None, *encoder.input_shape[1:]), name="pixels")
+    face = keras.Input((None,), name="face")
+    embeddings = keras.layers.TimeDistributed(encoder, name="frames")(pixels)
+    rnn = build_rnn(cfg.rnn_config(), task, mean, variance)
+    return keras.Model({"pixels": pixels, "face": face}, rnn({"embeddings": embeddings, "face": face}),
+                       name=f"joint_{cfg.model}_{task.name}")
+
+
+def _embedding_stats(frame_model, split, paths, store, input_size, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of the initial encoder's embeddings over a seeded sample of training crops."""
+    encoder = keras.Model(frame_model.inputs, frame_model.get_layer(EMBEDDING_LAYER).output)
+    rows = np.flatnonzero(split.face[:split.n_frames])
+    rows = np.random.default_rng(cfg.seed).permutation(rows)[:cfg.stats_frames]
+    crops = np.stack([to_model_input(read_any(paths[r], store), input_size) for r in rows]).astype(np.float32)
+    emb = np.asarray(encoder.predict(crops, batch_size=64, verbose=0), np.float64)
+    return emb.mean(axis=0), emb.var(axis=0) + 1e-6
+
+
+class ClipScorer(keras.callbacks.Callback):
+    """Adds ``val_<metric>`` (every validation frame, tiled as stage two predicts) to the epoch logs."""
+
+    def __init__(self, split: SplitData, paths, store, cfg: JointConfig, input_size: tuple):
+        super().__init__()
+        self.split, self.paths, self.store, self.cfg, self.input_size = split, paths, store, cfg, input_size
+
+    def predict(self, model: keras.Model) -> np.ndarray:
+        sample, start, own = tiling_windows(self.split.lengths, self.cfg.seq_len)
+        ds = ClipDataset(self.split, self.paths, self.store, sample, start, self.cfg, self.input_size,
+                         with_targets=False)
+        out = np.concatenate([np.asarray(model.predict_on_batch(ds[b]), np.float32) for b in range(len(ds))])
+        rows = window_rows(self.split, sample, start, self.cfg.seq_len)
+        owned = (np.arange(self.cfg.seq_len) >= own[:, None]) & (rows < self.split.n_frames)
+        pred = np.zeros((self.split.n_frames, out.shape[-1]), np.float32)
+        pred[rows[owned]] = out[owned]
+        return pred
+
+    def score(self, model: keras.Model) -> tuple[dict, pd.DataFrame]:
+        table = predictions_table(self.split, self.predict(model))
+        return metrics_from_predictions(table, self.split.task.name, f"joint-{self.cfg.model}"), table
+
+    def on_epoch_end(self, epoch, logs=None):
+        metric = MONITOR[self.split.task.name]
+        logs[f"val_{metric}"] = self.score(self.model)[0][metric]
+
+
+def run_joint(cfg: JointConfig, table: pd.DataFrame | None = None) -> Path:
+    """Trains the joint model and writes a stage-two run folder; returns it."""
+    cfg = cfg.resolved().validate()
+    task = TASKS[cfg.task]
+    monitor = f"val_{MONITOR[task.name]}"
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(cfg.seed)
+    train_rows, val_rows, how = split_rows(cfg, table)
+    store = saved_crops(cfg, pd.concat([train_rows, val_rows]))
+    train, train_paths = clip_split(train_rows, task, store)
+    val, val_paths = clip_split(val_rows, task, store)
+    train.keep, dist = apply_rebalance(cfg.train_config(), task, train.labels, train.eligible)
+    frame_model = build_model(cfg.backbone, cfg.input_size, cfg.init, cfg.weights, task, 0, 0.0, cfg.seed)
+    input_size = tuple(frame_model.input_shape[1:])
+    model = build_joint(cfg, task, *_embedding_stats(frame_model, train, train_paths, store, input_size, cfg),
+                        frame_model)
+    sample, start = train_windows(train, cfg.seq_len, cfg.stride)
+    dataset = ClipDataset(train, train_paths, store, sample, start, cfg, input_size, shuffle_seed=cfg.seed)
+    info = {"split": how, "crops": str(store.path) if store else "cropped_aligned",
+            "train_samples": len(train_rows), "train_frames": train.n_frames, "train_windows": len(sample),
+            "validation_samples": len(val_rows), "validation_frames": val.n_frames}
+    name = cfg.run_name or (f"{cfg.dataset}-{cfg.backbone}-{cfg.task}-joint-{cfg.model}-{cfg.rebalance}-s{cfg.seed}-"
+                            f"{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = make_run_dir(cfg.runs_dir, name)
+    write_json(run_dir / "config.json", {
+        **dataclasses.asdict(cfg), "model": f"joint-{cfg.model}", "rnn": cfg.model, "keras_version": keras.__version__,
+        "backend": keras.backend.backend(), "model_input_size": list(input_size), "data": info,
+        "parameters": int(model.count_params())})
+    write_json(run_dir / "label_distribution.json", dist)
+    log.info("joint %s on %s: %d training clips of %d frames; run folder %s", cfg.model, cfg.backbone,
+             len(sample), cfg.seq_len, run_dir)
+
+    scorer = ClipScorer(val, val_paths, store, cfg, input_size)
+    callbacks = [scorer,
+                 keras.callbacks.ModelCheckpoint(str(run_dir / "model.keras"), monitor=monitor, mode="max",
+                                                 save_best_only=True),
+                 keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True)]
+    loss = task.make_loss(cfg.train_config())
+    done = 0
+    for epochs, lr, blocks in [(cfg.warmup_epochs, cfg.lr, None), (cfg.epochs, cfg.finetune_lr, cfg.unfreeze_blocks)]:
+        if not epochs:
+            continue
+        if blocks is not None:
+            set_trainable(frame_model, blocks, cfg.train_batchnorm)
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, jit_compile=cfg.jit_compile)
+        model.fit(dataset, initial_epoch=done, epochs=done + epochs, callbacks=callbacks, verbose=cfg.verbose)
+        done += epochs
+    if not (run_dir / "model.keras").exists():
+        log.warning("%s was never finite: saving the last epoch's model", monitor)
+        model.save(run_dir / "model.keras")
+    best = keras.saving.load_model(run_dir / "model.keras", safe_mode=True, compile=False)
+    metrics, predictions = scorer.score(best)
+    predictions.to_csv(run_dir / "predictions_validation.csv", index=False)
+    history = pd.read_csv(run_dir / "history.csv")
+    scores = history[monitor].to_numpy(float) if monitor in history else np.array([])
+    metrics["epochs_run"] = int(len(history))
+    metrics["best_epoch"] = int(np.nanargmax(scores)) if np.isfinite(scores).any() else -1
+    write_json(run_dir / "metrics.json", json_safe(metrics))
+    log.info("%s: %s", run_dir, json.dumps({k: v for k, v in metrics.items() if isinstance(v, float)}))
+    return run_dir
