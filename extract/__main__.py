@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--align", action="store_true", help="rotate crops so the eyes are level")
     p.add_argument("--detect-every", type=int, default=d.detect_every,
                    help="DETECT_EVERY: video mode, detect faces every N frames and carry them between with "
-                        "optical flow (10: ~4x fewer detector calls; docs/benchmarks.md); 1: every frame")
+                        "optical flow (10: the detector runs on 10-25%% of the frames; docs/benchmarks.md); "
+                        "1: every frame")
     p.add_argument("--save-crops", action="store_true",
                    help="SAVE_CROPS=1: video mode, also store every face crop (JPEG) in <cache-dir>/<dataset>/"
                         "<backbone>.crops.h5, so that make finetune reads them instead of detecting again")
