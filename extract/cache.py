@@ -143,16 +143,17 @@ def _shard_name(video_id: str) -> str:
     return video_id.replace("/", "__") + ".h5"
 
 
-class VideoWriter:
-    """Streams one video's rows into its own shard; the shard counts only once closed cleanly.
+class ShardWriter:
+    """One video's group in its own shard file; the shard counts only once closed cleanly.
 
     Args:
-        parts_dir: the shard folder (``parts_dir_for(cache_path)``).
+        parts_dir: the shard folder (``parts_dir_for(<the file the shards fold into>)``).
         video_id: the group name under ``/videos``.
         meta: the file attributes; every shard carries them so a merge can check they agree.
         source: the media path or frame folder, stored for the report.
 
-    Rows are appended in any number of calls, so no video is ever held whole in memory.
+    Subclasses create their datasets in ``self.group`` and append to them; rows can come in any
+    number of calls, so no video is ever held whole in memory.
     """
 
     def __init__(self, parts_dir: str | Path, video_id: str, meta: CacheMeta, source: str = ""):
@@ -164,9 +165,44 @@ class VideoWriter:
         self.tmp_path = self.final_path.with_suffix(".h5.partial")
         self._file = h5py.File(self.tmp_path, "w")
         self._file.attrs.update(meta.to_attrs())
-        group = self._file.require_group("videos").create_group(video_id)
-        group.attrs["complete"] = False
-        group.attrs["source"] = source
+        self.group = self._file.require_group("videos").create_group(video_id)
+        self.group.attrs["complete"] = False
+        self.group.attrs["source"] = source
+        self.n = 0
+
+    def close(self) -> Path:
+        """Marks the video complete, flushes, and publishes the shard under its final name."""
+        self.group.attrs["complete"] = True
+        self.group.attrs["n_frames"] = self.n
+        self._file.flush()
+        self._file.close()
+        with open(self.tmp_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp_path, self.final_path)
+        return self.final_path
+
+    def abort(self) -> None:
+        """Drops the partial shard (a failed video leaves nothing behind)."""
+        try:
+            self._file.close()
+        finally:
+            self.tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class VideoWriter(ShardWriter):
+    """Streams one video's rows (:data:`FIELDS`) into its shard (:class:`ShardWriter`)."""
+
+    def __init__(self, parts_dir: str | Path, video_id: str, meta: CacheMeta, source: str = ""):
+        super().__init__(parts_dir, video_id, meta, source)
         dim = meta.embedding_dim
         specs = {
             "embeddings": ((dim,), np.float16),
@@ -176,14 +212,12 @@ class VideoWriter:
             "score": ((), np.float32),
         }
         self._dsets = {
-            name: group.create_dataset(
+            name: self.group.create_dataset(
                 name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype,
                 chunks=(CHUNK_FRAMES, *tail), compression=COMPRESSION,
             )
             for name, (tail, dtype) in specs.items()
         }
-        self._group = group
-        self.n = 0
 
     def append(self, embeddings, frame_index, face_mask, bbox, score) -> None:
         rows = {
@@ -206,33 +240,6 @@ class VideoWriter:
             dset.resize(self.n + k, axis=0)
             dset[self.n:self.n + k] = arr
         self.n += k
-
-    def close(self) -> Path:
-        """Marks the video complete, flushes, and publishes the shard under its final name."""
-        self._group.attrs["complete"] = True
-        self._group.attrs["n_frames"] = self.n
-        self._file.flush()
-        self._file.close()
-        with open(self.tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp_path, self.final_path)
-        return self.final_path
-
-    def abort(self) -> None:
-        """Drops the partial shard (a failed video leaves nothing behind)."""
-        try:
-            self._file.close()
-        finally:
-            self.tmp_path.unlink(missing_ok=True)
-
-    def __enter__(self) -> "VideoWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def _check_meta(path: Path, have: CacheMeta, want: CacheMeta) -> None:

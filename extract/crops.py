@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import cv2
 import h5py
 import numpy as np
 
-from extract.cache import CacheError, CacheMeta, CacheReader, _shard_name
+from extract.cache import CacheError, CacheMeta, CacheReader, ShardWriter
 
 DEFAULT_CROP_SIZE = 112
 JPEG_QUALITY = 90
@@ -70,8 +69,8 @@ def decode_jpeg(data: np.ndarray, where: str) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-class CropWriter:
-    """Streams one video's crops into its own shard, as :class:`extract.cache.VideoWriter` does rows.
+class CropWriter(ShardWriter):
+    """Streams one video's crops into its shard, as :class:`extract.cache.VideoWriter` does rows.
 
     Args:
         parts_dir: the shard folder (``parts_dir_for(crops_path(cache file))``).
@@ -81,20 +80,11 @@ class CropWriter:
     """
 
     def __init__(self, parts_dir: str | Path, video_id: str, meta: CacheMeta, source: str = ""):
-        self.parts_dir = Path(parts_dir)
-        self.parts_dir.mkdir(parents=True, exist_ok=True)
-        self.final_path = self.parts_dir / _shard_name(video_id)
-        self.tmp_path = self.final_path.with_suffix(".h5.partial")
-        self._file = h5py.File(self.tmp_path, "w")
-        self._file.attrs.update(meta.to_attrs())
-        self._group = self._file.require_group("videos").create_group(video_id)
-        self._group.attrs["complete"] = False
-        self._group.attrs["source"] = source
-        self._jpeg = self._group.create_dataset("jpeg", shape=(0,), maxshape=(None,), chunks=(256,),
-                                                dtype=h5py.vlen_dtype(np.uint8))
-        self._frames = self._group.create_dataset("frame_index", shape=(0,), maxshape=(None,), chunks=(256,),
-                                                  dtype=np.int32)
-        self.n = 0
+        super().__init__(parts_dir, video_id, meta, source)
+        self._jpeg = self.group.create_dataset("jpeg", shape=(0,), maxshape=(None,), chunks=(256,),
+                                               dtype=h5py.vlen_dtype(np.uint8))
+        self._frames = self.group.create_dataset("frame_index", shape=(0,), maxshape=(None,), chunks=(256,),
+                                                 dtype=np.int32)
 
     def append(self, frame_index, jpegs) -> None:
         """Adds crops (``jpegs``: uint8 arrays of JPEG bytes) of the frames ``frame_index``."""
@@ -106,25 +96,10 @@ class CropWriter:
             return
         self._jpeg.resize(self.n + k, axis=0)
         self._frames.resize(self.n + k, axis=0)
+        # An object array of 1-D arrays (a plain np.array of equal-length ones would be 2-D).
         self._jpeg[self.n:self.n + k] = np.array(list(jpegs) + [None], dtype=object)[:k]
         self._frames[self.n:self.n + k] = frame_index
         self.n += k
-
-    def close(self) -> Path:
-        self._group.attrs["complete"] = True
-        self._group.attrs["n_frames"] = self.n
-        self._file.flush()
-        self._file.close()
-        with open(self.tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp_path, self.final_path)
-        return self.final_path
-
-    def abort(self) -> None:
-        try:
-            self._file.close()
-        finally:
-            self.tmp_path.unlink(missing_ok=True)
 
 
 class CropStore:

@@ -28,10 +28,13 @@ def _size(text: str) -> tuple:
 
 
 def _add_fields(parser: argparse.ArgumentParser, cls, skip: tuple = ()) -> None:
-    """One flag per dataclass field, typed and defaulted from it (``--no-flip`` for booleans); the
-    class's own fields first, then the ones it shares (``CropRunFields``)."""
+    """One flag per dataclass field, typed and defaulted from it (``--no-flip`` for booleans): the
+    dataset and backbone (``BackboneTuning``) first, then the class's own, then ``CropRunFields``."""
+    from finetune.config import BackboneTuning
+
     own = cls.__dict__.get("__annotations__", {})
-    for field in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
+    first = BackboneTuning.__annotations__
+    for field in sorted(dataclasses.fields(cls), key=lambda f: (f.name not in first, f.name not in own)):
         if field.name in skip:
             continue
         flag = "--" + field.name.replace("_", "-")
@@ -71,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=raw,
         description=f"Backbones: {backbones}. Models: {', '.join(MODELS)}. Tasks: {', '.join(FRAME_TASKS)}. "
                     f"Rebalancing (training split only): {', '.join(REBALANCE)}.")
-    _add_fields(joint, JointConfig)
+    _add_fields(joint, JointConfig, skip=("train_frames", "val_frames"))
     return parser
 
 

@@ -76,8 +76,8 @@ class CropRunFields:
 
 
 @dataclass(frozen=True)
-class FinetuneConfig(CropRunFields):
-    """One fine-tuning run (CLI flags mirror the field names).
+class BackboneTuning:
+    """The backbone being trained and its two phases: what fine-tuning and the joint CNN+RNN share.
 
     Args:
         dataset, data_root: the dataset (``data_manifests``) and where it lives (empty:
@@ -88,14 +88,10 @@ class FinetuneConfig(CropRunFields):
         input_size: (H, W, C) for the ``keras.applications`` backbones; empty: their default.
         init: ``pretrained`` (the backbone's weights) or ``random`` (re-initialised from ``seed``).
         task: ``va``, ``expr`` or ``au``.
-        embedding_dim: 0: the embedding is the backbone's pooled features (layer ``embedding``);
-            > 0: a Dense(relu) of that width named ``embedding`` after them (``dropout`` before it).
-        warmup_epochs: epochs with the backbone frozen (head only, ``lr``). epochs: epochs after
-            that with the top ``unfreeze_blocks`` blocks trainable (``finetune_lr``); -1: all.
+        unfreeze_blocks: after the warm-up, the top blocks made trainable; -1: every layer.
         train_batchnorm: also train the BatchNormalization layers of the unfrozen blocks
             (default: they stay in inference mode, the usual choice for small batches).
         finetune_lr: learning rate after the warm-up (``lr``: during it).
-        Other fields: :class:`CropRunFields`.
     """
 
     dataset: str = "synthetic"
@@ -105,18 +101,32 @@ class FinetuneConfig(CropRunFields):
     input_size: tuple = ()
     init: str = "pretrained"
     task: str = "expr"
-    embedding_dim: int = 0
-    dropout: float = 0.2
-    warmup_epochs: int = 1
-    epochs: int = 4
     unfreeze_blocks: int = 2
     train_batchnorm: bool = False
     finetune_lr: float = 3e-4
 
-    def resolved(self) -> "FinetuneConfig":
+    def resolved(self):
         """The config with derived defaults filled in (what ``config.json`` records)."""
         return dataclasses.replace(self, data_root=self.data_root or f"data/{self.dataset}",
                                    input_size=tuple(int(v) for v in self.input_size))
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(BackboneTuning, CropRunFields):
+    """One fine-tuning run (CLI flags mirror the field names).
+
+    Args:
+        embedding_dim: 0: the embedding is the backbone's pooled features (layer ``embedding``);
+            > 0: a Dense(relu) of that width named ``embedding`` after them (``dropout`` before it).
+        warmup_epochs: epochs with the backbone frozen (head only, ``lr``). epochs: epochs after
+            that with the top ``unfreeze_blocks`` blocks trainable (``finetune_lr``).
+        Other fields: :class:`BackboneTuning`, :class:`CropRunFields`.
+    """
+
+    embedding_dim: int = 0
+    dropout: float = 0.2
+    warmup_epochs: int = 1
+    epochs: int = 4
 
     def validate(self) -> "FinetuneConfig":
         """Checks names against the registries and numbers against their ranges; returns self."""

@@ -36,8 +36,8 @@ from evaluate.metrics import MONITOR, json_safe, metrics_from_predictions
 from finetune.config import DistillConfig
 from finetune.data import Augment, CropDataset, predict_index, predictions_table
 from finetune.model import EMBEDDING_LAYER, build_model, set_trainable
-from finetune.run import FrameScorer, finish_run, load_indexes
-from train.run import make_run_dir, write_json
+from finetune.run import FrameScorer, finish_run, load_indexes, open_run
+from train.run import write_json
 from train.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -198,15 +198,9 @@ def run_distill(cfg: DistillConfig) -> Path:
                              augment=Augment.of(cfg), seed=cfg.seed, frames_per_epoch=cfg.train_frames,
                              workers=cfg.workers)
 
-    name = cfg.run_name or (f"{cfg.dataset}-distill-{cfg.student}-from-{teacher_path.name}-s{cfg.seed}-"
-                            f"{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir = make_run_dir(cfg.runs_dir, name)
-    write_json(run_dir / "config.json", {
-        **dataclasses.asdict(cfg), "model": f"distill:{cfg.student}", "backbone": cfg.student,
-        "teacher_run": str(teacher_path), "keras_version": keras.__version__, "backend": keras.backend.backend(),
-        "model_input_size": list(input_size), "teacher_input_size": list(teacher_size), "data": info,
-        "parameters": int(student.count_params()), "teacher_parameters": int(teacher.count_params())})
-    write_json(run_dir / "label_distribution.json", dist)
+    run_dir = open_run(cfg, f"distill-{cfg.student}-from-{teacher_path.name}", student, input_size, info, dist,
+                       model_name=f"distill:{cfg.student}", backbone=cfg.student, teacher_run=str(teacher_path),
+                       teacher_input_size=list(teacher_size), teacher_parameters=int(teacher.count_params()))
     scorer = FrameScorer(val, input_size, cfg.batch_size, task, task.make_loss(cfg.train_config()), model=student,
                          workers=cfg.workers)
     callbacks = [scorer, SaveBest(student, run_dir / "model.keras", monitor),

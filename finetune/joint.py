@@ -26,7 +26,6 @@ import dataclasses
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,38 +35,33 @@ import pandas as pd
 
 from evaluate.metrics import MONITOR, json_safe, metrics_from_predictions
 from extract.backbones import to_model_input
-from finetune.config import FRAME_TASKS, CropRunFields, _raise_first
-from finetune.data import crops_of, read_any, saved_crops, split_rows
-from finetune.model import EMBEDDING_LAYER, build_model, set_trainable
+from finetune.config import FRAME_TASKS, BackboneTuning, CropRunFields, _raise_first
+from finetune.data import Augment, crops_of, read_any, saved_crops, split_rows
+from finetune.model import EMBEDDING_LAYER, build_model
+from finetune.run import fit_in_phases, open_run
 from train.config import ConfigError, TrainConfig
 from train.data import SplitData, predictions_table, tiling_windows, train_windows, window_rows
 from train.rebalance import apply_rebalance
-from train.run import make_run_dir, write_json
+from train.run import write_json
 from train.tasks import TASKS, TaskSpec
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class JointConfig(CropRunFields):
+class JointConfig(BackboneTuning, CropRunFields):
     """One joint CNN+RNN run (CLI flags mirror the field names).
 
     Args:
-        dataset, data_root, backbone, weights, input_size, init, task: as ``FinetuneConfig``.
         model, layers, units, dropout: stage two's recurrent model (``train.models.MODELS``).
         seq_len: frames per clip. stride: step between training clips (0: ``seq_len // 2``).
-        warmup_epochs, epochs, unfreeze_blocks, train_batchnorm, finetune_lr: as ``FinetuneConfig``.
+        warmup_epochs, epochs: as ``FinetuneConfig`` (the RNN trains in both phases).
         stats_frames: training crops embedded once to set the RNN's input standardisation.
-        batch_size: clips per step. Other fields: :class:`CropRunFields`.
+        batch_size: clips per step. flip, shift, rotation, brightness: as ``FinetuneConfig``, one
+            draw per clip. train_frames, val_frames: not used (every clip, every validation frame).
+        Other fields: :class:`BackboneTuning`, :class:`CropRunFields`.
     """
 
-    dataset: str = "synthetic"
-    data_root: str = ""
-    backbone: str = "fer"
-    weights: str = ""
-    input_size: tuple = ()
-    init: str = "pretrained"
-    task: str = "expr"
     model: str = "gru"
     layers: int = 1
     units: int = 64
@@ -76,16 +70,11 @@ class JointConfig(CropRunFields):
     stride: int = 0
     warmup_epochs: int = 2
     epochs: int = 2
-    unfreeze_blocks: int = 2
-    train_batchnorm: bool = False
-    finetune_lr: float = 3e-4
     stats_frames: int = 512
     batch_size: int = 8
 
     def resolved(self) -> "JointConfig":
-        return dataclasses.replace(self, data_root=self.data_root or f"data/{self.dataset}",
-                                   input_size=tuple(int(v) for v in self.input_size),
-                                   stride=self.stride or max(self.seq_len // 2, 1))
+        return dataclasses.replace(super().resolved(), stride=self.stride or max(self.seq_len // 2, 1))
 
     def validate(self) -> "JointConfig":
         from extract.backbones import BACKBONES
@@ -104,6 +93,8 @@ class JointConfig(CropRunFields):
              "must be >= 0, with --warmup-epochs + --epochs >= 1"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
             ("stats_frames", self.stats_frames >= 1, "must be >= 1"),
+            ("train_frames", self.train_frames == 0, "is not used by joint runs (every training clip is used)"),
+            ("val_frames", self.val_frames == 0, "is not used by joint runs (every validation frame is scored)"),
         ]
         _raise_first(self, checks)
         return self
@@ -139,23 +130,30 @@ def clip_split(rows: pd.DataFrame, task: TaskSpec, store) -> tuple[SplitData, np
 
 
 class ClipDataset(keras.utils.PyDataset):
-    """Batches ``({"pixels": [B, T, H, W, C], "face": [B, T]}, targets [B, T, C + 1])``, read per batch."""
+    """Batches ``({"pixels": [B, T, H, W, C], "face": [B, T]}, targets [B, T, C + 1])``, read per batch.
+
+    With ``augment``, every frame of a clip gets the same flip, shift, rotation and brightness
+    (one draw per clip, seeded from ``(shuffle_seed, epoch, position)``): the clip stays a clip.
+    """
 
     def __init__(self, split: SplitData, paths: np.ndarray, store, sample, start, cfg: JointConfig,
-                 input_size: tuple, shuffle_seed: int | None = None, with_targets: bool = True):
+                 input_size: tuple, shuffle_seed: int | None = None, with_targets: bool = True,
+                 augment: Augment | None = None):
         super().__init__(workers=cfg.workers, use_multiprocessing=False)
         self.split, self.paths, self.store, self.cfg = split, paths, store, cfg
         self.sample, self.start, self.input_size = np.asarray(sample), np.asarray(start), tuple(input_size)
-        self.with_targets = with_targets
+        self.with_targets, self.augment, self.seed = with_targets, augment, shuffle_seed
         self._targets = split.targets()
         self._rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
         self._order = np.arange(len(self.sample))
+        self.epoch = -1
         self.on_epoch_end()
 
     def __len__(self) -> int:
         return math.ceil(len(self.sample) / self.cfg.batch_size)
 
     def on_epoch_end(self) -> None:
+        self.epoch += 1
         if self._rng is not None:
             self._order = self._rng.permutation(len(self.sample))
 
@@ -165,7 +163,11 @@ class ClipDataset(keras.utils.PyDataset):
         pixels = np.zeros((*rows.shape, *self.input_size), np.float32)
         for (b, t), row in np.ndenumerate(rows):
             if self.paths[row]:
-                pixels[b, t] = to_model_input(read_any(self.paths[row], self.store), self.input_size)
+                image = read_any(self.paths[row], self.store)
+                if self.augment is not None:  # the same seed for every frame of clip b: the same draws
+                    clip = [self.seed or 0, self.epoch, index * self.cfg.batch_size + b]
+                    image = np.ascontiguousarray(self.augment(image, np.random.default_rng(clip)))
+                pixels[b, t] = to_model_input(image, self.input_size)
         x = {"pixels": pixels, "face": self.split.face[rows].astype(np.float32)}
         return (x, self._targets[rows]) if self.with_targets else x
 
@@ -238,18 +240,13 @@ def run_joint(cfg: JointConfig, table: pd.DataFrame | None = None) -> Path:
     model = build_joint(cfg, task, *_embedding_stats(frame_model, train, train_paths, store, input_size, cfg),
                         frame_model)
     sample, start = train_windows(train, cfg.seq_len, cfg.stride)
-    dataset = ClipDataset(train, train_paths, store, sample, start, cfg, input_size, shuffle_seed=cfg.seed)
+    dataset = ClipDataset(train, train_paths, store, sample, start, cfg, input_size, shuffle_seed=cfg.seed,
+                          augment=Augment.of(cfg))
     info = {"split": how, "crops": str(store.path) if store else "cropped_aligned",
             "train_samples": len(train_rows), "train_frames": train.n_frames, "train_windows": len(sample),
             "validation_samples": len(val_rows), "validation_frames": val.n_frames}
-    name = cfg.run_name or (f"{cfg.dataset}-{cfg.backbone}-{cfg.task}-joint-{cfg.model}-{cfg.rebalance}-s{cfg.seed}-"
-                            f"{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir = make_run_dir(cfg.runs_dir, name)
-    write_json(run_dir / "config.json", {
-        **dataclasses.asdict(cfg), "model": f"joint-{cfg.model}", "rnn": cfg.model, "keras_version": keras.__version__,
-        "backend": keras.backend.backend(), "model_input_size": list(input_size), "data": info,
-        "parameters": int(model.count_params())})
-    write_json(run_dir / "label_distribution.json", dist)
+    run_dir = open_run(cfg, f"{cfg.backbone}-{cfg.task}-joint-{cfg.model}-{cfg.rebalance}", model, input_size, info,
+                       dist, model_name=f"joint-{cfg.model}", rnn=cfg.model)
     log.info("joint %s on %s: %d training clips of %d frames; run folder %s", cfg.model, cfg.backbone,
              len(sample), cfg.seq_len, run_dir)
 
@@ -259,15 +256,7 @@ def run_joint(cfg: JointConfig, table: pd.DataFrame | None = None) -> Path:
                                                  save_best_only=True),
                  keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True)]
     loss = task.make_loss(cfg.train_config())
-    done = 0
-    for epochs, lr, blocks in [(cfg.warmup_epochs, cfg.lr, None), (cfg.epochs, cfg.finetune_lr, cfg.unfreeze_blocks)]:
-        if not epochs:
-            continue
-        if blocks is not None:
-            set_trainable(frame_model, blocks, cfg.train_batchnorm)
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, jit_compile=cfg.jit_compile)
-        model.fit(dataset, initial_epoch=done, epochs=done + epochs, callbacks=callbacks, verbose=cfg.verbose)
-        done += epochs
+    fit_in_phases(model, frame_model, dataset, cfg, loss, callbacks)
     if not (run_dir / "model.keras").exists():
         log.warning("%s was never finite: saving the last epoch's model", monitor)
         model.save(run_dir / "model.keras")

@@ -102,15 +102,8 @@ def run_finetune(cfg: FinetuneConfig, table: pd.DataFrame | None = None) -> Path
     loss = task.make_loss(cfg.train_config())
     dataset = CropDataset(train, input_size, cfg.batch_size, Augment.of(cfg), seed=cfg.seed,
                           frames_per_epoch=cfg.train_frames, workers=cfg.workers)
-    name = cfg.run_name or (f"{cfg.dataset}-finetune-{cfg.backbone}-{cfg.task}-{cfg.rebalance}-s{cfg.seed}-"
-                            f"{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir = make_run_dir(cfg.runs_dir, name)
-    write_json(run_dir / "config.json", {
-        **dataclasses.asdict(cfg), "model": f"finetune:{cfg.backbone}", "keras_version": keras.__version__,
-        "backend": keras.backend.backend(), "model_input_size": list(input_size), "data": info,
-        "parameters": int(model.count_params())})
-    write_json(run_dir / "label_distribution.json", dist)
-    log.info("run folder %s", run_dir)
+    run_dir = open_run(cfg, f"finetune-{cfg.backbone}-{cfg.task}-{cfg.rebalance}", model, input_size, info, dist,
+                       model_name=f"finetune:{cfg.backbone}")
 
     callbacks = [
         FrameScorer(val, input_size, cfg.batch_size, task, loss, workers=cfg.workers),
@@ -118,22 +111,51 @@ def run_finetune(cfg: FinetuneConfig, table: pd.DataFrame | None = None) -> Path
                                         save_best_only=True),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
     ]
-    phases = [(cfg.warmup_epochs, cfg.lr, None), (cfg.epochs, cfg.finetune_lr, cfg.unfreeze_blocks)]
+    fit_in_phases(model, model, dataset, cfg, loss, callbacks)
+    if not (run_dir / "model.keras").exists():
+        log.warning("%s was never finite: saving the last epoch's model", monitor)
+        model.save(run_dir / "model.keras")
+    return finish_run(run_dir, callbacks[0], monitor)
+
+
+def open_run(cfg, name: str, model: keras.Model, input_size: tuple, info: dict, dist: dict, **extra) -> Path:
+    """Makes the run folder and writes ``config.json`` (the resolved config, versions, data counts,
+    ``extra``) and ``label_distribution.json``; returns the folder.
+
+    Args:
+        cfg: the run's config (its ``run_name``, else ``<dataset>-<name>-s<seed>-<time>``).
+        name: the middle of the generated folder name. model: the model trained (parameter count).
+        extra: more config keys; ``model_name`` becomes ``model``, what the report groups by.
+    """
+    folder = cfg.run_name or f"{cfg.dataset}-{name}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = make_run_dir(cfg.runs_dir, folder)
+    extra["model"] = extra.pop("model_name")
+    write_json(run_dir / "config.json", {
+        **dataclasses.asdict(cfg), **extra, "keras_version": keras.__version__, "backend": keras.backend.backend(),
+        "model_input_size": list(input_size), "data": info, "parameters": int(model.count_params())})
+    write_json(run_dir / "label_distribution.json", dist)
+    log.info("run folder %s", run_dir)
+    return run_dir
+
+
+def fit_in_phases(model: keras.Model, frame_model: keras.Model, dataset, cfg, loss, callbacks: list) -> None:
+    """``cfg.warmup_epochs`` with the backbone frozen (``cfg.lr``), then ``cfg.epochs`` with the top
+    ``cfg.unfreeze_blocks`` blocks of ``frame_model``'s backbone trainable (``cfg.finetune_lr``).
+
+    ``frame_model`` is ``model`` itself, or the per-frame model whose layers ``model`` reuses
+    (the joint CNN+RNN); one history runs across both phases.
+    """
     done = 0
-    for epochs, lr, blocks in phases:
+    for epochs, lr, blocks in [(cfg.warmup_epochs, cfg.lr, None), (cfg.epochs, cfg.finetune_lr, cfg.unfreeze_blocks)]:
         if not epochs:
             continue
         if blocks is not None:
-            unfrozen = set_trainable(model, blocks, cfg.train_batchnorm)
+            unfrozen = set_trainable(frame_model, blocks, cfg.train_batchnorm)
             log.info("unfroze %d backbone layers with weights (top %s blocks): %s", len(unfrozen), blocks,
                      ", ".join(unfrozen))
         model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, jit_compile=cfg.jit_compile)
         model.fit(dataset, initial_epoch=done, epochs=done + epochs, callbacks=callbacks, verbose=cfg.verbose)
         done += epochs
-    if not (run_dir / "model.keras").exists():
-        log.warning("%s was never finite: saving the last epoch's model", monitor)
-        model.save(run_dir / "model.keras")
-    return finish_run(run_dir, callbacks[0], monitor)
 
 
 def finish_run(run_dir: Path, scorer: FrameScorer, monitor: str) -> Path:

@@ -10,7 +10,6 @@ through stage one like any backbone.
 
 import json
 
-import cv2
 import keras
 import numpy as np
 import pandas as pd
@@ -30,6 +29,7 @@ from finetune.run import load_indexes, run_finetune
 from train.config import ConfigError, TrainConfig
 from train.run import run_training
 from train.tasks import TASKS
+from tests.train_helpers import tiny_crop_table
 
 # The demo's GRU (Makefile DEMO_TRAIN; tests/test_demo_pipeline.py).
 GRU = dict(dataset="synthetic", task="expr", model="gru", epochs=15, seq_len=32, seed=0, verbose=0)
@@ -114,25 +114,15 @@ def test_pretrained_embedding_equals_frozen_fer_and_unfreezing_takes_top_blocks(
     assert len(set_trainable(model, -1, True)) == sum(1 for layer in features.layers if layer.weights)
 
 
-def _tiny_table(tmp_path) -> pd.DataFrame:
-    folder = tmp_path / "cropped_aligned" / "v1"
-    folder.mkdir(parents=True)
-    for n in (1, 2, 3, 5, 6):  # frame 4 has no crop: no face
-        cv2.imwrite(str(folder / f"{n:05d}.jpg"), np.full((20, 16, 3), 40 * n, np.uint8))
-    labels = np.array([0, -1, 3, 2, 7, 1], np.float32)  # frame 2 is unannotated (-1)
-    return pd.DataFrame([{"sample_id": "v1", "frames_dir": str(folder), "frame_index": np.arange(1, 7),
-                          "labels": labels, "valid": labels >= 0, "split": "train", "task": "expr"}])
-
-
 def test_masked_labels_and_frames_without_crop_are_skipped(tmp_path):
-    index = frame_index(_tiny_table(tmp_path), TASKS["expr"])
+    index = frame_index(tiny_crop_table(tmp_path), TASKS["expr"])
     assert index.frame_index.tolist() == [1, 3, 5, 6]
     assert index.labels[:, 0].tolist() == [0, 3, 7, 1]
     assert [p.rsplit("/", 1)[-1] for p in index.paths] == ["00001.jpg", "00003.jpg", "00005.jpg", "00006.jpg"]
 
 
 def test_the_stream_reads_only_the_files_of_each_batch(tmp_path):
-    index = frame_index(_tiny_table(tmp_path), TASKS["expr"])
+    index = frame_index(tiny_crop_table(tmp_path), TASKS["expr"])
     reads = []
 
     def reader(path):

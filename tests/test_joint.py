@@ -4,7 +4,6 @@ the report puts beside the two-stage runs. Real crops (the synthetic dataset), a
 
 import json
 
-import cv2
 import keras
 import numpy as np
 import pandas as pd
@@ -13,28 +12,20 @@ import pytest
 from data_manifests.synthetic import generate
 from evaluate.report import collect_runs, comparison_tables
 from finetune.__main__ import main as cli_main
+from finetune.data import Augment
 from finetune.joint import ClipDataset, JointConfig, build_joint, clip_split, run_joint
 from finetune.model import build_model, set_trainable
 from train.config import ConfigError
 from train.data import train_windows
 from train.tasks import TASKS
+from tests.train_helpers import tiny_crop_table
 
 SMALL = dict(dataset="synthetic", backbone="fer", task="expr", seq_len=8, layers=1, units=16, warmup_epochs=3,
              epochs=1, batch_size=8, lr=1e-2, finetune_lr=1e-3, unfreeze_blocks=1, stats_frames=64, seed=0, verbose=0)
 
 
-def _tiny_table(tmp_path) -> pd.DataFrame:
-    folder = tmp_path / "cropped_aligned" / "v1"
-    folder.mkdir(parents=True)
-    for n in (1, 2, 3, 5, 6):  # frame 4 has no crop: no face
-        cv2.imwrite(str(folder / f"{n:05d}.jpg"), np.full((20, 16, 3), 40 * n, np.uint8))
-    labels = np.array([0, -1, 3, 2, 7, 1], np.float32)  # frame 2 is unannotated (-1)
-    return pd.DataFrame([{"sample_id": "v1", "frames_dir": str(folder), "frame_index": np.arange(1, 7),
-                          "labels": labels, "valid": labels >= 0, "split": "train", "task": "expr"}])
-
-
 def test_clips_keep_every_labelled_frame_and_mark_the_faceless(tmp_path):
-    split, paths = clip_split(_tiny_table(tmp_path), TASKS["expr"], None)
+    split, paths = clip_split(tiny_crop_table(tmp_path), TASKS["expr"], None)
     assert split.sample_ids == ["v1"] and split.n_frames == 6
     np.testing.assert_array_equal(split.face, [True, True, True, False, True, True, False])  # + the padding row
     np.testing.assert_array_equal(split.valid, [True, False, True, True, True, True])
@@ -50,6 +41,19 @@ def test_clips_keep_every_labelled_frame_and_mark_the_faceless(tmp_path):
     assert not x["pixels"][0, 3].any() and x["pixels"][0, 2].mean() == pytest.approx(0.299 * 120 + 0.587 * 120
                                                                                      + 0.114 * 120, abs=2)
     np.testing.assert_array_equal(y[0, :, -1], [1, 0, 1, 0])  # loss mask: frame 2 unannotated, frame 4 faceless
+    # Augmented, every frame of a clip is transformed alike: one brightness factor per clip.
+    augmented = ClipDataset(split, paths, None, sample, start, cfg, (8, 8, 1), shuffle_seed=3,
+                            augment=Augment(flip=True, shift=0.1, rotation=10, brightness=0.2))
+    x, _ = augmented[0]
+    grey = {0: 40, 1: 80, 2: 120, 4: 200, 5: 240}  # row -> the value of its uniform jpg (row 3: no face)
+    per_clip = []
+    for b, pick in enumerate(augmented._order[:2]):
+        first = augmented.start[pick]
+        factors = [x["pixels"][b, t].mean() / grey[first + t] for t in range(4)
+                   if grey.get(first + t, 255) < 212]  # present, and not clipped at 255 by a 1.2 factor
+        assert len(factors) >= 2 and max(factors) - min(factors) < 0.02
+        per_clip.append(np.mean(factors))
+    assert abs(per_clip[0] - per_clip[1]) > 0.02  # a draw per clip, not per batch
 
 
 @pytest.fixture(scope="module")

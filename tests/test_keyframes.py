@@ -55,8 +55,7 @@ def test_flow_moves_box_and_keypoints_with_the_image(dx, dy, scale):
     flow = FaceFlow()
     track = flow.start(first, face())
     assert flow.step(track, second)
-    x0, y0, x1, y1 = 120.0, 80.0, 200.0, 160.0
-    cx, cy = 160.0, 120.0  # the box centre is the warp's centre: it only shifts
+    cx, cy = 160.0, 120.0  # the centre of face()'s box is the warp's centre: it only shifts
     half = 40.0 * scale
     np.testing.assert_allclose(track.face.box, [cx + dx - half, cy + dy - half, cx + dx + half, cy + dy + half],
                                atol=0.3)

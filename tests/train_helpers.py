@@ -86,3 +86,18 @@ def context_dataset(root, seed: int = 1, n_videos: int = 8, n_val: int = 2, leng
         split = "validation" if i >= n_videos - n_val else "train"
         rows.append(row(f"v{i}", "expr", split, cls_arr, np.ones(length, bool), frames))
     return write_cache(root, videos, dim), table(rows)
+
+
+def tiny_crop_table(tmp_path) -> pd.DataFrame:
+    """One expr sample of 6 frames with uniform-grey crops (value 40 x frame number); frame 4 has
+    no crop (no face), frame 2 is unannotated (-1)."""
+    import cv2
+
+    folder = tmp_path / "cropped_aligned" / "v1"
+    folder.mkdir(parents=True)
+    for n in (1, 2, 3, 5, 6):
+        cv2.imwrite(str(folder / f"{n:05d}.jpg"), np.full((20, 16, 3), 40 * n, np.uint8))
+    labels = np.array([0, -1, 3, 2, 7, 1], np.float32)
+    return pd.DataFrame([{"sample_id": "v1", "frames_dir": str(folder), "frame_index": np.arange(1, 7),
+                          "labels": labels, "valid": labels >= 0, "split": "train", "task": "expr"}])
+
