@@ -28,7 +28,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from bench.common import BenchConfig, cut_clip, machine_info  # noqa: E402  (after the log-level defaults)
 
-STAGES = ("stage_one", "backbone", "end_to_end", "frames", "memory", "naive", "keyframes", "stage_two")
+STAGES = ("stage_one", "backbone", "end_to_end", "frames", "memory", "naive", "keyframes", "transport", "stage_two")
 
 _HELP = {
     "machine": "machine name for the JSON file and the table (default: cpu-<cores>core or <gpu>-<cores>core)",
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(cfg: BenchConfig, stages: tuple[str, ...], workdir: Path) -> dict:
     """Runs ``stages`` with ``cfg`` (resolved); returns the flat figures."""
-    from bench import end_to_end, keyframes, naive, stage_one, stage_two
+    from bench import end_to_end, keyframes, naive, stage_one, stage_two, transport
 
     figures: dict = {}
     every = cfg.detect_every if "keyframes" in stages else 1
@@ -90,6 +90,9 @@ def run(cfg: BenchConfig, stages: tuple[str, ...], workdir: Path) -> dict:
                                          cfg.detector))
     if "naive" in stages:
         figures.update(naive.naive_rate(str(clip), backbone, cfg.detector, cfg.naive_frames))
+    if "transport" in stages:
+        shape = (8, 64, 64, 3) if cfg.quick else (64, 224, 224, 3)  # the GPU machine's resnet50 crops
+        figures.update(transport.transport_rates(cfg.workers, 4 if cfg.quick else 40, shape))
     if "stage_two" in stages:
         figures.update(stage_two.stage_two(cfg, cfg.train_dim or backbone.embedding_dim, workdir))
     return figures

@@ -83,6 +83,8 @@ TABLE = (
     ("keyframes vs every frame", "keyframe_iou_mean", "mean box IoU"),
     ("keyframes vs every frame", "keyframe_iou_p5", "5th percentile box IoU"),
     ("backbone alone", "backbone_img_s", "images/s"),
+    ("crops to the main process", "transport_queue_crops_s", "crops/s, pickled in the queue"),
+    ("crops to the main process", "transport_ring_crops_s", "crops/s, shared-memory rings"),
     ("end-to-end, video", "end_to_end_fps", "frames/s (job loop)"),
     ("end-to-end, video", "end_to_end_fps_total", "frames/s (with start-up)"),
     ("end-to-end, video", "end_to_end_startup_s", "s start-up + merge"),

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from extract.pipeline import INPUT_MODES, ExtractConfig, run_extract
+from extract.pipeline import INPUT_MODES, TRANSPORTS, ExtractConfig, run_extract
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SAVE_CROPS=1: video mode, also store every face crop (JPEG) in <cache-dir>/<dataset>/"
                         "<backbone>.crops.h5, so that make finetune reads them instead of detecting again")
     p.add_argument("--crop-size", type=int, default=d.crop_size, help="side of the saved crops, in pixels")
+    p.add_argument("--transport", default=d.transport, choices=TRANSPORTS,
+                   help="how crops reach the inference loop: shm (a shared-memory ring per worker) or queue "
+                        "(pickled); shm falls back to queue when /dev/shm is too small")
     p.add_argument("--workers", type=int, default=d.workers, help="decode/detect processes (0: one per core)")
     p.add_argument("--batch", type=int, default=d.batch, help="crops per inference call")
     p.add_argument("--precision", default=d.precision, choices=("auto", "float32", "bfloat16", "float16"),

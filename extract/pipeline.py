@@ -28,6 +28,7 @@ from extract.worker import FaceSettings, Job, JobDone, JobFailed, Rows, Subject,
 log = logging.getLogger(__name__)
 
 INPUT_MODES = ("auto", "frames", "video")
+TRANSPORTS = ("shm", "queue")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class ExtractConfig:
             between them with optical flow (``extract.keyframes``); 1: detect on every frame.
         save_crops: video mode: also store every face crop, JPEG-encoded, in the sibling
             ``<backbone>.crops.h5`` (``extract.crops``), for fine-tuning. crop_size: their side.
+        transport: how crops reach the inference loop: ``shm`` (a shared-memory ring per worker,
+            ``extract.transport``) or ``queue`` (pickled with the message).
     """
 
     dataset: str = "synthetic"
@@ -62,6 +65,7 @@ class ExtractConfig:
     detect_every: int = 1
     save_crops: bool = False
     crop_size: int = 112
+    transport: str = "shm"
     workers: int = 0
     batch: int = 256
     chunk: int = 64
@@ -175,6 +179,8 @@ def run_extract(cfg: ExtractConfig) -> dict:
     from extract.backbones import check_name, load_backbone
 
     start = time.perf_counter()
+    if cfg.transport not in TRANSPORTS:
+        raise ValueError(f"--transport must be one of {', '.join(TRANSPORTS)}, got {cfg.transport!r}")
     if cfg.detect_every < 1:
         raise ValueError(f"--detect-every must be >= 1 (1: detect on every frame), got {cfg.detect_every}")
     check_name(cfg.backbone)
@@ -241,17 +247,22 @@ class _WorkerPool:
     """Decode/detect processes, started early so their imports overlap the model's loading."""
 
     def __init__(self, n: int, warm_up_detector: bool):
+        from extract.transport import CropRings
+
         ctx = mp.get_context("spawn")  # the parent will hold a backend runtime with threads: never fork it
         self.jobs = ctx.Queue()
         self.results = ctx.Queue(maxsize=8 * n)
-        self.procs = [ctx.Process(target=worker_main, args=(self.jobs, self.results, warm_up_detector),
-                                  daemon=True) for _ in range(n)]
+        self.rings = CropRings(ctx, n)
+        self.procs = [ctx.Process(target=worker_main, args=(self.jobs, self.results, warm_up_detector, i,
+                                                            self.rings.free[i]), daemon=True) for i in range(n)]
         for p in self.procs:
             p.start()
         self.closed = False
 
-    def submit(self, settings: FaceSettings, jobs: list[Job]) -> None:
-        """Queues the jobs, each with the settings, then a stop per worker."""
+    def submit(self, settings: FaceSettings, jobs: list[Job], transport: str = "shm") -> None:
+        """Opens the crop rings, queues the jobs, each with the settings, then a stop per worker."""
+        if not self.rings.open((settings.chunk, *settings.input_size), use_shm=transport == "shm"):
+            log.info("crops travel pickled through the results queue")
         for job in jobs:
             self.jobs.put((settings, job))
         self.close()
@@ -274,6 +285,7 @@ class _WorkerPool:
             p.join(timeout=5)
             if p.is_alive():
                 p.terminate()
+        self.rings.close()
 
 
 class _Crops:
@@ -299,7 +311,7 @@ def _run_jobs(pool: _WorkerPool, jobs, cfg, backbone, settings, meta, parts, sum
     estimate = {job.job_id: _estimate_frames(job) for job in jobs}  # opens each video once
     jobs = sorted(jobs, key=lambda job: estimate[job.job_id], reverse=True)  # longest first: no idle worker
     total = sum(estimate.values())
-    pool.submit(settings, jobs)
+    pool.submit(settings, jobs, cfg.transport)
     results = pool.results
     by_id = {job.job_id: job for job in jobs}
     open_jobs = set(by_id)
@@ -339,6 +351,7 @@ def _run_jobs(pool: _WorkerPool, jobs, cfg, backbone, settings, meta, parts, sum
             except queue_lib.Empty:
                 msg = None
             if isinstance(msg, Rows):
+                msg = pool.rings.take(msg)  # crops out of the worker's ring, its slot freed
                 job = by_id[msg.job_id]
                 if msg.sample_id not in writers:
                     writers[msg.sample_id] = VideoWriter(parts, msg.sample_id, meta, source=job.path)

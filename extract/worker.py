@@ -73,6 +73,7 @@ class Rows:
     score: np.ndarray
     crops: np.ndarray
     jpegs: list = field(default_factory=list)  # SAVE_CROPS: one JPEG (uint8 bytes) per face, in order
+    ring: tuple | None = None  # (worker, slot, count): the crops wait in that worker's shared-memory ring
 
 
 @dataclass
@@ -182,18 +183,21 @@ def _run_video(job: Job, settings: FaceSettings, detector, send) -> tuple[int, i
     return n, (detector.stats["detected"] if settings.detect_every > 1 else n)
 
 
-def worker_main(jobs, results, warm_up_detector: bool) -> None:
+def worker_main(jobs, results, warm_up_detector: bool, worker: int = 0, free=None) -> None:
     """Process entry point: runs ``(FaceSettings, Job)`` pairs until it reads ``None``.
 
     Workers start before the main process has loaded the backbone (which fixes the crop size), so
-    the slow imports on both sides overlap; the settings travel with each job.
+    the slow imports on both sides overlap; the settings travel with each job. With a ``free``
+    queue, crops go through this worker's shared-memory ring (``extract.transport``).
     A job that fails sends :class:`JobFailed` with the reason and the worker goes on with the next:
     one bad file never stops the others.
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's per-graph info lines, once per worker
     from extract.sources import SourceError
+    from extract.transport import RingSender
 
+    send = RingSender(worker, free, results) if free is not None else results.put
     # mediapipe imports TensorFlow only for optional API docs and works without it; blocking it
     # keeps a worker at ~170 MiB instead of ~840 MiB and starts it in 1 s instead of 10.
     sys.modules.setdefault("tensorflow", None)
@@ -210,13 +214,13 @@ def worker_main(jobs, results, warm_up_detector: bool) -> None:
         settings, job = item
         try:
             if job.mode == "frames":
-                n = detected = _run_frames(job, settings, results.put)
+                n = detected = _run_frames(job, settings, send)
             else:
                 if detector is None:
                     from extract.faces import FaceDetector  # mediapipe loads a runtime: frames mode skips it
 
                     detector = FaceDetector(model=settings.detector, min_score=settings.min_score)
-                n, detected = _run_video(job, settings, detector, results.put)
+                n, detected = _run_video(job, settings, detector, send)
             if n == 0:
                 results.put(JobFailed(job.job_id, f"{job.path}: no frames; check the file or folder"))
             else:
@@ -228,3 +232,5 @@ def worker_main(jobs, results, warm_up_detector: bool) -> None:
             results.put(JobFailed(job.job_id, f"{job.path}: {type(err).__name__}: {err}"))
     if detector is not None:
         detector.close()
+    if free is not None:
+        send.close()

@@ -1,0 +1,140 @@
+"""Crops from the workers to the inference loop through shared memory: one ring of slots per worker.
+
+Pickled through the results queue, crops cross two pipes' worth of copies and one process's
+unpickling: measured at 235 MiB/s on the 2-core development machine, about 1,600 crops/s of
+224x224x3, below the ~2,000 frames/s that 16 GPU-machine workers detect (docs/benchmarks.md).
+With :class:`CropRings` each worker writes its crops into a slot of its own shared-memory ring and
+sends only the slot number with the rest of the message; the main process copies the crops out
+as the message arrives and hands the slot back. A worker with no free slot waits: the ring is
+also the back-pressure.
+
+The main process creates and removes the rings (:meth:`CropRings.open`, :meth:`CropRings.close`),
+once the backbone's input size is known; each worker learns about its ring from the first item
+of its own ``free`` queue, ``("ring", name, shape)``, or ``("queue",)`` when there is no ring (too
+little room in ``/dev/shm``, or ``transport="queue"``), in which case crops travel pickled.
+
+Example:
+
+>>> rings = CropRings(ctx, n_workers=2)            # before the workers start: they get rings.free[i]
+>>> rings.open((64, 224, 224, 3))                  # once the crop shape is known
+True
+>>> rows = rings.take(results.get())               # main process: crops copied out, slot freed
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from multiprocessing import shared_memory
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SLOTS = 8  # messages in flight per worker; the results queue holds 8 per worker too
+SHM_DIR = "/dev/shm"
+
+
+class CropRings:
+    """The main process's side: one ring of :data:`SLOTS` slots per worker.
+
+    Args:
+        ctx: the multiprocessing context the workers are started with.
+        n_workers: one ring, and one ``free`` queue, per worker.
+    """
+
+    def __init__(self, ctx, n_workers: int):
+        self.free = [ctx.Queue() for _ in range(n_workers)]
+        self._shm: list[shared_memory.SharedMemory] = []
+        self._views: list[np.ndarray] = []
+
+    def open(self, shape: tuple, use_shm: bool = True) -> bool:
+        """Creates the rings for messages of at most ``shape = (chunk, H, W, C)`` uint8 crops and
+        tells every worker; False (crops pickled) when ``use_shm`` is off or /dev/shm is too small."""
+        need = len(self.free) * SLOTS * math.prod(shape)
+        room = _shm_room()
+        if use_shm and room < 2 * need:
+            log.warning("%s has %.0f MiB free, the crop rings need %.0f MiB: crops go through the queue",
+                        SHM_DIR, room / 2**20, need / 2**20)
+            use_shm = False
+        for free in self.free:
+            if not use_shm:
+                free.put(("queue",))
+                continue
+            shm = shared_memory.SharedMemory(create=True, size=SLOTS * math.prod(shape))
+            self._shm.append(shm)
+            self._views.append(np.ndarray((SLOTS, *shape), np.uint8, buffer=shm.buf))
+            free.put(("ring", shm.name, tuple(shape)))
+            for slot in range(SLOTS):
+                free.put(slot)
+        return use_shm
+
+    def take(self, rows):
+        """``rows`` with its crops in ``rows.crops`` (copied out of the ring, whose slot is freed)."""
+        if rows.ring is None:
+            return rows
+        worker, slot, n = rows.ring
+        rows.crops = self._views[worker][slot, :n].copy()
+        rows.ring = None
+        self.free[worker].put(slot)
+        return rows
+
+    def close(self) -> None:
+        """Removes the rings (the workers have stopped or are being stopped)."""
+        self._views.clear()
+        for shm in self._shm:
+            shm.close()
+            shm.unlink()
+        self._shm.clear()
+
+
+def _shm_room() -> int:
+    try:
+        stat = os.statvfs(SHM_DIR)
+    except OSError:
+        return 0
+    return stat.f_bavail * stat.f_frsize
+
+
+class RingSender:
+    """A worker's side: ``send(rows)`` puts the crops in a free slot and the rest on ``results``.
+
+    Args:
+        worker: this worker's index (its ring and ``free`` queue).
+        free: this worker's ``free`` queue (:attr:`CropRings.free`).
+        results: the results queue.
+    """
+
+    def __init__(self, worker: int, free, results):
+        self.worker, self.free, self.results = worker, free, results
+        self._shm: shared_memory.SharedMemory | None = None
+        self._view: np.ndarray | None = None
+        self._mode: str | None = None
+
+    def _attach(self) -> None:
+        info = self.free.get()
+        self._mode = info[0]
+        if self._mode == "ring":
+            _, name, shape = info
+            self._shm = shared_memory.SharedMemory(name=name)
+            self._view = np.ndarray((SLOTS, *shape), np.uint8, buffer=self._shm.buf)
+
+    def __call__(self, rows) -> None:
+        if len(rows.crops) and self._mode is None:
+            self._attach()
+        if self._mode == "ring" and len(rows.crops):
+            if len(rows.crops) > self._view.shape[1] or rows.crops.shape[1:] != self._view.shape[2:]:
+                raise ValueError(f"{len(rows.crops)} crops of {rows.crops.shape[1:]} do not fit a ring slot "
+                                 f"of {self._view.shape[1:]}")
+            slot = self.free.get()
+            self._view[slot, :len(rows.crops)] = rows.crops
+            rows.ring = (self.worker, slot, len(rows.crops))
+            rows.crops = rows.crops[:0]
+        self.results.put(rows)
+
+    def close(self) -> None:
+        self._view = None
+        if self._shm is not None:
+            self._shm.close()
+            self._shm = None
