@@ -39,7 +39,7 @@ def _producer(worker: int, messages: int, shape: tuple, results, free) -> None:
 
 
 def _rate(mode: str, producers: int, messages: int, shape: tuple) -> float:
-    from extract.transport import CropRings
+    from extract.transport import CropRings, RingAttached
 
     ctx = mp.get_context("spawn")
     results = ctx.Queue(maxsize=8 * producers)
@@ -54,8 +54,14 @@ def _rate(mode: str, producers: int, messages: int, shape: tuple) -> float:
         if mode != "ring":
             rings.open(shape, use_shm=False)
         total, start = 0, None
-        for _ in range(producers * messages):
-            rows = rings.take(results.get(timeout=120))
+        received = 0
+        while received < producers * messages:
+            msg = results.get(timeout=120)
+            if isinstance(msg, RingAttached):
+                rings.attached(msg.worker)
+                continue
+            received += 1
+            rows = rings.take(msg)
             if start is None:
                 start = time.perf_counter()  # from the first message: process start-up is not transport
                 continue

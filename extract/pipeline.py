@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from extract.cache import CacheMeta, CacheReader, VideoWriter, cache_path, merge_shards, parts_dir_for, summary_path
+from extract.transport import RingAttached
 from extract.worker import FaceSettings, Job, JobDone, JobFailed, Rows, Subject, worker_main
 
 log = logging.getLogger(__name__)
@@ -365,6 +366,8 @@ def _run_jobs(pool: _WorkerPool, jobs, cfg, backbone, settings, meta, parts, sum
                     summary["faces"] += faces
                     bar.update(n)
                     bar.set_postfix(faces=f"{summary['faces'] / max(summary['frames'], 1):.1%}", refresh=False)
+            elif isinstance(msg, RingAttached):
+                pool.rings.attached(msg.worker)
             elif isinstance(msg, JobDone):
                 finished.add(msg.job_id)
                 summary["detected_frames"] += msg.detected

@@ -8,10 +8,13 @@ sends only the slot number with the rest of the message; the main process copies
 as the message arrives and hands the slot back. A worker with no free slot waits: the ring is
 also the back-pressure.
 
-The main process creates and removes the rings (:meth:`CropRings.open`, :meth:`CropRings.close`),
-once the backbone's input size is known; each worker learns about its ring from the first item
-of its own ``free`` queue, ``("ring", name, shape)``, or ``("queue",)`` when there is no ring (too
-little room in ``/dev/shm``, or ``transport="queue"``), in which case crops travel pickled.
+The main process creates the rings (:meth:`CropRings.open`) once the backbone's input size is
+known; each worker learns about its ring from the first item of its own ``free`` queue,
+``("ring", name, shape)``, or ``("queue",)`` when there is no ring (too little room in
+``/dev/shm``, or ``transport="queue"``), in which case crops travel pickled. A worker attaches as
+soon as it starts work and says so (:class:`RingAttached`); the main process then unlinks the
+ring's name at once (:meth:`CropRings.attached`). The memory stays mapped in both processes and
+goes away with them, so a run killed with SIGKILL leaves nothing in ``/dev/shm``.
 
 Example:
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from dataclasses import dataclass
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -34,6 +38,13 @@ log = logging.getLogger(__name__)
 
 SLOTS = 8  # messages in flight per worker; the results queue holds 8 per worker too
 SHM_DIR = "/dev/shm"
+
+
+@dataclass
+class RingAttached:
+    """A worker's message: it has mapped its ring, whose name can go."""
+
+    worker: int
 
 
 class CropRings:
@@ -48,6 +59,7 @@ class CropRings:
         self.free = [ctx.Queue() for _ in range(n_workers)]
         self._shm: list[shared_memory.SharedMemory] = []
         self._views: list[np.ndarray] = []
+        self._linked: set[int] = set()  # workers whose ring still has a name in /dev/shm
 
     def open(self, shape: tuple, use_shm: bool = True) -> bool:
         """Creates the rings for messages of at most ``shape = (chunk, H, W, C)`` uint8 crops and
@@ -63,12 +75,19 @@ class CropRings:
                 free.put(("queue",))
                 continue
             shm = shared_memory.SharedMemory(create=True, size=SLOTS * math.prod(shape))
+            self._linked.add(len(self._shm))
             self._shm.append(shm)
             self._views.append(np.ndarray((SLOTS, *shape), np.uint8, buffer=shm.buf))
             free.put(("ring", shm.name, tuple(shape)))
             for slot in range(SLOTS):
                 free.put(slot)
         return use_shm
+
+    def attached(self, worker: int) -> None:
+        """``worker`` has mapped its ring: remove the ring's name (the memory lives on in both)."""
+        if worker in self._linked:
+            self._linked.discard(worker)
+            self._shm[worker].unlink()
 
     def take(self, rows):
         """``rows`` with its crops in ``rows.crops`` (copied out of the ring, whose slot is freed)."""
@@ -83,10 +102,12 @@ class CropRings:
     def close(self) -> None:
         """Removes the rings (the workers have stopped or are being stopped)."""
         self._views.clear()
-        for shm in self._shm:
+        for worker, shm in enumerate(self._shm):
             shm.close()
-            shm.unlink()
+            if worker in self._linked:
+                shm.unlink()
         self._shm.clear()
+        self._linked.clear()
 
 
 def _shm_room() -> int:
@@ -112,17 +133,22 @@ class RingSender:
         self._view: np.ndarray | None = None
         self._mode: str | None = None
 
-    def _attach(self) -> None:
+    def attach(self) -> None:
+        """Reads this worker's ring from its ``free`` queue and maps it (once; the pipeline calls it
+        when the worker takes its first job, after :meth:`CropRings.open`)."""
+        if self._mode is not None:
+            return
         info = self.free.get()
         self._mode = info[0]
         if self._mode == "ring":
             _, name, shape = info
             self._shm = shared_memory.SharedMemory(name=name)
             self._view = np.ndarray((SLOTS, *shape), np.uint8, buffer=self._shm.buf)
+            self.results.put(RingAttached(self.worker))
 
     def __call__(self, rows) -> None:
-        if len(rows.crops) and self._mode is None:
-            self._attach()
+        if len(rows.crops):
+            self.attach()
         if self._mode == "ring" and len(rows.crops):
             if len(rows.crops) > self._view.shape[1] or rows.crops.shape[1:] != self._view.shape[2:]:
                 raise ValueError(f"{len(rows.crops)} crops of {rows.crops.shape[1:]} do not fit a ring slot "

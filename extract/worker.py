@@ -209,6 +209,8 @@ def worker_main(jobs, results, warm_up_detector: bool, worker: int = 0, free=Non
             item = jobs.get(timeout=5)
         except queue_lib.Empty:
             continue
+        if free is not None:
+            send.attach()  # the ring exists once work is queued: map it now, so that its name can go
         if item is None:
             break
         settings, job = item

@@ -158,6 +158,7 @@ def test_sigkill_then_resume_equals_uninterrupted(synthetic, frames_cache, tmp_p
            "--cache-dir", str(cache_dir), "--workers", "1", "--batch", "16"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     parts = parts_dir_for(cache_path(cache_dir, "synthetic", "fer"))
+    shm_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -166,6 +167,8 @@ def test_sigkill_then_resume_equals_uninterrupted(synthetic, frames_cache, tmp_p
     os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: the workers die too
     proc.wait()
     killed_after = [p.stem for p in finished_shards(parts)]
+    if shm_before or os.path.isdir("/dev/shm"):  # the crop rings were unlinked once mapped: nothing leaks
+        assert {n for n in set(os.listdir("/dev/shm")) - shm_before if n.startswith("psm_")} == set()
     assert killed_after, "the run ended before a video was finished: nothing was interrupted"
     assert len(killed_after) < 6
     # The main file, if any, only ever holds complete videos.

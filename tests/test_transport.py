@@ -2,13 +2,14 @@
 fallback works, and extraction writes the same cache either way."""
 
 import multiprocessing as mp
+import os
 
 import numpy as np
 import pytest
 
 from extract.cache import CacheReader, cache_path
 from extract.pipeline import ExtractConfig, run_extract
-from extract.transport import SLOTS, CropRings, RingSender
+from extract.transport import SLOTS, CropRings, RingAttached, RingSender
 from extract.worker import Rows
 
 SHAPE = (4, 8, 8, 3)  # 4 crops of 8x8x3 per message at most
@@ -40,13 +41,20 @@ def test_crops_cross_intact_in_order_and_slots_are_reused(use_shm):
         p.start()
     try:
         assert rings.open(SHAPE, use_shm=use_shm) is use_shm
-        got = {0: [], 1: []}
-        for _ in range(2 * (messages + 1)):
+        got, attached = {0: [], 1: []}, []
+        while sum(len(v) for v in got.values()) < 2 * (messages + 1):
             msg = results.get(timeout=60)
+            if isinstance(msg, RingAttached):
+                attached.append(msg.worker)
+                rings.attached(msg.worker)
+                assert not any(name.endswith(rings._shm[msg.worker].name.lstrip("/")) for name in os.listdir(
+                    "/dev/shm"))  # unlinked as soon as the worker has it: a SIGKILL leaves nothing behind
+                continue
             assert (msg.ring is not None) == (use_shm and len(msg.frame_index) > 0)
             rows = rings.take(msg)
             assert rows.ring is None and rows.crops.shape == (len(rows.frame_index), 8, 8, 3)
             got[rows.job_id].append(rows)
+        assert sorted(attached) == ([0, 1] if use_shm else [])
         for worker, received in got.items():  # each worker's messages in order, each crop as sent
             assert len(received) == messages + 1 and len(received[-1].crops) == 0
             for k, rows in enumerate(received[:-1]):
