@@ -48,8 +48,10 @@ help: ## List the targets and the variables they read
 	@echo "Variables: DATASET=$(DATASET) DATA_ROOT=$(DATA_ROOT) BACKBONE=$(BACKBONE) MODEL=$(MODEL) TASK=$(TASK)"
 	@echo "           CACHE_DIR=$(CACHE_DIR) RUNS_DIR=$(RUNS_DIR) REPORT_DIR=$(REPORT_DIR) KERAS_BACKEND=$(KERAS_BACKEND)"
 	@echo "           WORKERS=$(WORKERS) BATCH=$(BATCH) WEIGHTS=$(WEIGHTS) INPUT=$(INPUT) SEED=$(SEED)"
+	@echo "           DETECT_EVERY=$(DETECT_EVERY) SAVE_CROPS=$(SAVE_CROPS) EXTRACT_ARGS=$(EXTRACT_ARGS)"
 	@echo "           REBALANCE=$(REBALANCE) TRAIN_ARGS=$(TRAIN_ARGS) RUN=$(RUN) SPLIT=$(SPLIT) NO_FACE=$(NO_FACE)"
 	@echo "           TEACHER=$(TEACHER) STUDENT=$(STUDENT) FINETUNE_ARGS=$(FINETUNE_ARGS) DISTILL_ARGS=$(DISTILL_ARGS)"
+	@echo "           JOINT_ARGS=$(JOINT_ARGS) BENCH_ARGS=$(BENCH_ARGS)"
 
 setup: $(STAMP) ## Make .venv with the pinned requirements (idempotent)
 
