@@ -41,7 +41,7 @@ export KERAS_BACKEND
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data extract train report predict finetune distill joint bench demo test media clean
+.PHONY: help setup data extract train report predict finetune distill joint gpu-wheels bench demo test media clean
 
 help: ## List the targets and the variables they read
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -108,6 +108,12 @@ joint: $(STAMP) ## End-to-end CNN+RNN: BACKBONE + MODEL trained together on clip
 	$(PY) -m finetune joint --dataset $(DATASET) --data-root $(DATA_ROOT) --backbone $(BACKBONE) --model $(MODEL) \
 	  --task $(TASK) --rebalance $(REBALANCE) --seed $(SEED) --runs-dir $(RUNS_DIR) --cache-dir $(CACHE_DIR) \
 	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(JOINT_ARGS)
+
+gpu-wheels: ## The cp312 wheels the GPU machine lacks (keras, mediapipe, fer, ...) -> .whl/ for bench/gpu_run.sh
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl keras==3.15.1 namex==0.1.0 optree==0.20.0 mediapipe==0.10.21 \
+	  protobuf==4.25.9 fer==25.10.3
 
 bench: $(STAMP) $(MEDIA) ## Time each stage and the whole pipeline; table + docs/bench/<machine>.json (BENCH_ARGS)
 	$(PY) -m bench $(BENCH_ARGS)

@@ -2,9 +2,10 @@
 # `make bench` on the GPU machine (device tool: H100/H200, 16 cores, JAX, resnet50 at 224, bfloat16),
 # then the backbone alone for the distillation students beside their teacher (STUDENTS=0 skips it).
 #
-# Run from the repository root on the device machine; the cp312 wheels of requirements.txt (jax
-# with its CUDA plugin, keras, mediapipe, opencv, h5py, ...) are carried in .whl/ and the test
-# media in tests/media/ (both git-ignored, hence carried), e.g. with the device tool:
+# Run from the repository root on the device machine. Its image has JAX (CUDA), h5py, OpenCV,
+# pandas, scikit-learn, tqdm and matplotlib; the rest (keras, namex, optree, mediapipe 0.10.21,
+# protobuf 4.25.9, fer: 38 MB) is carried as cp312 wheels in .whl/ (`make gpu-wheels` here), with
+# the test media in tests/media/ (`make media`); both are git-ignored, hence carried:
 #   run(command="bash bench/gpu_run.sh", carry=[".whl", "tests/media"])
 # Extra arguments go to `python -m bench` (e.g. --stages stage_one,backbone to split the run).
 # The JSON, the log and nvidia-smi's view come back under $OUT; copy
@@ -17,7 +18,7 @@ MACHINE=${MACHINE:-$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1
 CLIP=tests/media/WolfgangLanger_Pexels.mp4
 
 if ! compgen -G ".whl/*.whl" > /dev/null; then
-  echo "bench/gpu_run.sh: no wheels in .whl/; build the cp312 wheels of requirements.txt there and carry .whl" >&2
+  echo "bench/gpu_run.sh: no wheels in .whl/; run \`make gpu-wheels\` here and carry .whl" >&2
   exit 2
 fi
 if [ ! -f "$CLIP" ]; then
