@@ -251,8 +251,6 @@ class KeyframeDetector:
             return self._detect(frame_rgb)
         if not tracks:
             return []
-        if tracks[0].patch is not None and tracks[0].roi[3] > frame_rgb.shape[0]:
-            return self._detect(frame_rgb)  # not the same video: a new size
         if not all(self.flow.step(track, frame_rgb) for track in tracks):
             self.stats["lost"] += 1
             return self._detect(frame_rgb)

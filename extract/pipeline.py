@@ -270,6 +270,8 @@ class _WorkerPool:
 
     def close(self) -> None:
         if not self.closed:
+            if not self.rings.opened:  # no work was submitted: the workers still read how crops travel
+                self.rings.open(None, use_shm=False)
             for _ in self.procs:
                 self.jobs.put(None)
             self.closed = True

@@ -60,16 +60,19 @@ class CropRings:
         self._shm: list[shared_memory.SharedMemory] = []
         self._views: list[np.ndarray] = []
         self._linked: set[int] = set()  # workers whose ring still has a name in /dev/shm
+        self.opened = False  # every worker reads its first free-queue item before any work: open() is owed
 
-    def open(self, shape: tuple, use_shm: bool = True) -> bool:
+    def open(self, shape: tuple | None, use_shm: bool = True) -> bool:
         """Creates the rings for messages of at most ``shape = (chunk, H, W, C)`` uint8 crops and
-        tells every worker; False (crops pickled) when ``use_shm`` is off or /dev/shm is too small."""
-        need = len(self.free) * SLOTS * math.prod(shape)
-        room = _shm_room()
-        if use_shm and room < 2 * need:
-            log.warning("%s has %.0f MiB free, the crop rings need %.0f MiB: crops go through the queue",
-                        SHM_DIR, room / 2**20, need / 2**20)
-            use_shm = False
+        tells every worker; False (crops pickled) when ``use_shm`` is off or /dev/shm is too small.
+        Call it once, before any work (or stop) is queued."""
+        self.opened = True
+        if use_shm:
+            need, room = len(self.free) * SLOTS * math.prod(shape), _shm_room()
+            if room < 2 * need:
+                log.warning("%s has %.0f MiB free, the crop rings need %.0f MiB: crops go through the queue",
+                            SHM_DIR, room / 2**20, need / 2**20)
+                use_shm = False
         for free in self.free:
             if not use_shm:
                 free.put(("queue",))
