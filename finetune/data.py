@@ -127,6 +127,18 @@ def saved_crops(cfg, rows: pd.DataFrame) -> CropStore | None:
     return CropStore(found[0])
 
 
+def labelled_crops(row, task: TaskSpec, store: CropStore | None) -> tuple[dict[int, str], np.ndarray, np.ndarray,
+                                                                         np.ndarray]:
+    """One label row's ``{frame: crop path}`` (:func:`crops_of`), frame numbers, encoded labels
+    and valid mask, checked against the task."""
+    crop_of, where = crops_of(row, store)
+    numbers = np.asarray(row.frame_index, np.int64).reshape(-1)
+    labels = task.encode(row.labels, len(numbers), where)
+    valid = np.asarray(row.valid, bool).reshape(-1)
+    task.check(labels, valid, where)
+    return crop_of, numbers, labels, valid
+
+
 def frame_index(rows: pd.DataFrame, task: TaskSpec, store: CropStore | None = None) -> FrameIndex:
     """Every valid label of ``rows`` whose frame has a crop: a jpg in the sample's ``frames_dir``,
     or, for a sample without one, a crop of ``store`` (``make extract SAVE_CROPS=1``).
@@ -139,11 +151,7 @@ def frame_index(rows: pd.DataFrame, task: TaskSpec, store: CropStore | None = No
     """
     paths, samples, frames, labels = [], [], [], []
     for row in rows.itertuples(index=False):
-        crop_of, where = crops_of(row, store)
-        numbers = np.asarray(row.frame_index, np.int64).reshape(-1)
-        lab = task.encode(row.labels, len(numbers), where)
-        valid = np.asarray(row.valid, bool).reshape(-1)
-        task.check(lab, valid, where)
+        crop_of, numbers, lab, valid = labelled_crops(row, task, store)
         has_crop = np.fromiter((int(n) in crop_of for n in numbers), bool, len(numbers))
         use = valid & has_crop
         paths += [crop_of[int(n)] for n in numbers[use]]

@@ -36,11 +36,11 @@ import pandas as pd
 from evaluate.metrics import MONITOR, json_safe, metrics_from_predictions
 from extract.backbones import to_model_input
 from finetune.config import FRAME_TASKS, BackboneTuning, CropRunFields, _raise_first
-from finetune.data import Augment, crops_of, read_any, saved_crops, split_rows
+from finetune.data import Augment, labelled_crops, read_any, saved_crops, split_rows
 from finetune.model import EMBEDDING_LAYER, build_model
 from finetune.run import fit_in_phases, open_run
 from train.config import ConfigError, TrainConfig
-from train.data import SplitData, predictions_table, tiling_windows, train_windows, window_rows
+from train.data import SplitData, predict_split, predictions_table, train_windows, window_rows
 from train.rebalance import apply_rebalance
 from train.run import write_json
 from train.tasks import TASKS, TaskSpec
@@ -109,11 +109,7 @@ def clip_split(rows: pd.DataFrame, task: TaskSpec, store) -> tuple[SplitData, np
     row instead of an embedding (``""``: no face, and the padding row)."""
     ids, offsets, faces, frames, labels, valid, paths = [], [0], [], [], [], [], []
     for row in rows.itertuples(index=False):
-        crop_of, where = crops_of(row, store)
-        numbers = np.asarray(row.frame_index, np.int64).reshape(-1)
-        lab = task.encode(row.labels, len(numbers), where)
-        ok = np.asarray(row.valid, bool).reshape(-1)
-        task.check(lab, ok, where)
+        crop_of, numbers, lab, ok = labelled_crops(row, task, store)
         ids.append(row.sample_id)
         offsets.append(offsets[-1] + len(numbers))
         paths += [crop_of.get(int(n), "") for n in numbers]
@@ -204,15 +200,9 @@ class ClipScorer(keras.callbacks.Callback):
         self.split, self.paths, self.store, self.cfg, self.input_size = split, paths, store, cfg, input_size
 
     def predict(self, model: keras.Model) -> np.ndarray:
-        sample, start, own = tiling_windows(self.split.lengths, self.cfg.seq_len)
-        ds = ClipDataset(self.split, self.paths, self.store, sample, start, self.cfg, self.input_size,
-                         with_targets=False)
-        out = np.concatenate([np.asarray(model.predict_on_batch(ds[b]), np.float32) for b in range(len(ds))])
-        rows = window_rows(self.split, sample, start, self.cfg.seq_len)
-        owned = (np.arange(self.cfg.seq_len) >= own[:, None]) & (rows < self.split.n_frames)
-        pred = np.zeros((self.split.n_frames, out.shape[-1]), np.float32)
-        pred[rows[owned]] = out[owned]
-        return pred
+        return predict_split(model, self.split, self.cfg.seq_len, self.cfg.batch_size,
+                             inputs=lambda sample, start: ClipDataset(self.split, self.paths, self.store, sample, start,
+                                                                      self.cfg, self.input_size, with_targets=False))
 
     def score(self, model: keras.Model) -> tuple[dict, pd.DataFrame]:
         table = predictions_table(self.split, self.predict(model))

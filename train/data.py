@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import keras
 import numpy as np
@@ -292,14 +293,18 @@ class WindowDataset(keras.utils.PyDataset):
         return x, y
 
 
-def predict_split(model: keras.Model, split: SplitData, seq_len: int, batch_size: int) -> np.ndarray:
+def predict_split(model: keras.Model, split: SplitData, seq_len: int, batch_size: int,
+                  inputs: Callable | None = None) -> np.ndarray:
     """One prediction per frame ``[N, K]`` (frame tasks) or per sample ``[S, K]`` (clip tasks).
 
     Frame tasks: each frame's prediction comes from the one tiling window that owns it. Clip
     tasks: the mean of the sample's window outputs, weighted by the faces each window holds.
+    ``inputs(sample, start)`` makes the model's input batches of those windows (default: a
+    :class:`WindowDataset` of the cached embeddings; the joint CNN+RNN reads face crops instead).
     """
     sample, start, own = tiling_windows(split.lengths, seq_len)
-    ds = WindowDataset(split, sample, start, seq_len, batch_size, with_targets=False)
+    ds = (inputs(sample, start) if inputs is not None
+          else WindowDataset(split, sample, start, seq_len, batch_size, with_targets=False))
     out = np.asarray(model.predict(ds, verbose=0), np.float32)
     rows = window_rows(split, sample, start, seq_len)
     if split.task.level == "frame":
