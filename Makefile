@@ -41,7 +41,7 @@ export KERAS_BACKEND
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data extract train report predict finetune distill joint gpu-wheels bench demo test media clean
+.PHONY: help setup data extract train report predict finetune distill joint gpu-wheels bench demo lint format test media clean
 
 help: ## List the targets and the variables they read
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -135,7 +135,15 @@ demo: $(STAMP) ## The whole pipeline on the built-in synthetic dataset: data -> 
 	$(MAKE) --no-print-directory report
 	@echo "demo done: open $(REPORT_DIR)/index.html"
 
-test: $(STAMP) $(MEDIA) ## Run the test suite (what CI runs)
+lint: $(STAMP) ## ruff check + ruff format --check (pyproject.toml holds their settings)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## Apply ruff's import order and format to the tree
+	$(VENV)/bin/ruff check --select I --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint $(MEDIA) ## Lint, then the test suite with the doctests (what CI runs; PYTEST_ARGS="-m 'not slow'": the quick loop)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean: ## Remove generated data, caches, runs and reports (keeps .venv)

@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
               "bench_seconds": round(time.perf_counter() - start, 1),
               "command": " ".join(["python -m bench", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
               "config": dataclasses.asdict(cfg)}
-    print(f"\nmachine {info['machine']}: {info['cores']} cores, {info['cpu_model']}{', ' + info['gpu'] if info['gpu'] else ''};"
+    gpu = f", {info['gpu']}" if info["gpu"] else ""
+    print(f"\nmachine {info['machine']}: {info['cores']} cores, {info['cpu_model']}{gpu};"
           f" backend {info['backend']}; backbone {cfg.backbone} ({figures.get('backbone_precision', cfg.precision)}),"
           f" {cfg.workers} workers; load average {info['load_avg_start']} -> {result['load_avg_end']}")
     print(format_table(figures))

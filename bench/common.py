@@ -1,12 +1,13 @@
 """The benchmark's settings, the machine it runs on, peak-memory probes and the media it builds.
 
-Example:
-
 >>> cfg = BenchConfig(quick=True).resolved()
 >>> cfg.workers, cfg.videos
 (1, 1)
->>> base = cut_clip(cfg.clip, Path("bench-work/base.mp4"), frames=cfg.clip_frames)
->>> long = repeat_clip(base, Path("bench-work/long.mp4"), times=10)
+
+The media it builds (``make bench`` writes them under its work folder)::
+
+    base = cut_clip(cfg.clip, Path("bench-work/base.mp4"), frames=cfg.clip_frames)
+    long = repeat_clip(base, Path("bench-work/long.mp4"), times=10)
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ its box. The face-hit rate is faces over frames; IoU is taken on the frames wher
 
 Example:
 
->>> quality(sorted(Path("tests/media").glob("*.m[po][4v]")), every=10)["keyframe_iou_mean"]
-0.956
+Example::
+
+    quality(sorted(Path("tests/media").glob("*.m[po][4v]")), every=10)["keyframe_iou_mean"]
+    # 0.956
 """
 
 from __future__ import annotations

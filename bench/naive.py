@@ -5,10 +5,10 @@ a face is found, through one ``model.predict`` call on a batch of one, in one pr
 work per frame is the pipeline's own (same detector, crop and resize), so the difference measured
 is the design: no decode/detect processes, no batching, the whole video held in memory.
 
-Example:
+Example::
 
->>> naive_rate("tests/media/single_face.mp4", backbone, "full+short", max_frames=72)
-{'naive_fps': 18.3, 'naive_frames': 72, 'naive_frames_list_mb': 47.5}
+    naive_rate("tests/media/single_face.mp4", backbone, "full+short", max_frames=72)
+    # {'naive_fps': 18.3, 'naive_frames': 72, 'naive_frames_list_mb': 47.5}
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@ Targets are ratios of two figures of the same run, so that they hold on any mach
 ``TARGETS["cpu"]`` for a machine without an accelerator (the 2-core development machine, ``fer``),
 ``TARGETS["gpu"]`` for the GPU machine (``resnet50``, bfloat16, JAX).
 
-Example:
+Example::
 
->>> rows = check(figures, "cpu")
->>> print(format_checks(rows))
+    rows = check(figures, "cpu")
+    print(format_checks(rows))
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ barrier so that they start together, then each goes through the clip again and a
 ``min_seconds`` have passed. A rate is all frames over the span from the common
 start to the last process's end, so a slow process counts against it.
 
-Example:
+Example::
 
->>> run_tasks([("decode", "", 1), ("detect", "full+short", 2)], "tests/media/single_face.mp4", 1.0)
-[{'fps': 730.2, 'frames': 792, 'seconds': 1.08}, {'fps': 181.4, 'frames': 432, 'seconds': 2.38}]
+    run_tasks([("decode", "", 1), ("detect", "full+short", 2)], "tests/media/single_face.mp4", 1.0)
+    # [{'fps': 730.2, 'frames': 792, 'seconds': 1.08}, {'fps': 181.4, 'frames': 432, 'seconds': 2.38}]
 """
 
 from __future__ import annotations

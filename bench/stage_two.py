@@ -10,10 +10,10 @@ The same TensorFlow run on this 2-core machine varies up to 2x from one call to 
 199 windows/s for two identical in-memory runs), so the two are run alternately ``train_rounds``
 times and each figure is its best round (all rounds are in ``train_seq_s_*_rounds``).
 
-Example:
+Example::
 
->>> stage_two(cfg, dim=128, workdir=Path("bench-work"))["train_seq_s_cache"]
-412.5
+    stage_two(cfg, dim=128, workdir=Path("bench-work"))["train_seq_s_cache"]
+    # 412.5
 """
 
 from __future__ import annotations
@@ -67,10 +67,10 @@ def _bench_on(split, tcfg, dim: int, cfg: BenchConfig) -> dict:
 def stage_two(cfg: BenchConfig, dim: int, workdir: Path) -> dict:
     """The HDF5 write/read rates and both training rates, for embeddings of size ``dim``."""
     import train.bench as train_bench
+    from core.tasks import TASKS
     from data_manifests.loader import load_dataset
     from extract.cache import CacheReader
     from train.data import load_split
-    from train.tasks import TASKS
 
     tcfg = _train_config(cfg)
     root = workdir / "stage_two"

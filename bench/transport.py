@@ -6,10 +6,10 @@ crops; the main process receives them as ``extract.pipeline`` does (``CropRings.
 copies the crops out and frees the slot) and counts crops per second from the first message to
 the last.
 
-Example:
+Example::
 
->>> transport_rates(producers=2, messages=40, shape=(64, 224, 224, 3))
-{'transport_queue_crops_s': 1638.0, 'transport_ring_crops_s': 9875.2, 'transport_crop_shape': [224, 224, 3]}
+    transport_rates(producers=2, messages=40, shape=(64, 224, 224, 3))
+    # {'transport_queue_crops_s': 1638.0, 'transport_ring_crops_s': 9875.2, 'transport_crop_shape': [224, 224, 3]}
 """
 
 from __future__ import annotations

@@ -55,9 +55,9 @@ def class_counts(table: pd.DataFrame) -> list[str]:
 def summarize(table: pd.DataFrame) -> str:
     """The text printed by the command line for one sample table.
 
-    Example:
+    Example::
 
-    >>> print(summarize(load_dataset("synthetic", "data/synthetic")))
+        print(summarize(load_dataset("synthetic", "data/synthetic")))
     """
     per_sample = samples(table)
     n_labels = table["frame_index"].map(lambda f: 1 if f is None else len(f))

@@ -4,12 +4,12 @@ Each dataset is one ``data_manifests/<name>.toml`` (registered by being there); 
 names the module of :mod:`data_manifests.layouts` that reads the files. The table has one row per
 (sample, task) and exactly the columns of :data:`data_manifests.schema.COLUMNS`.
 
-Example:
+Example::
 
->>> from data_manifests.loader import DATASETS, load_dataset, samples
->>> table = load_dataset("synthetic", "data/synthetic")
->>> table.groupby(["task", "split"]).size()
->>> samples(table)[["sample_id", "media_path", "frames_dir", "n_frames"]]
+    from data_manifests.loader import DATASETS, load_dataset, samples
+    table = load_dataset("synthetic", "data/synthetic")
+    table.groupby(["task", "split"]).size()
+    samples(table)[["sample_id", "media_path", "frames_dir", "n_frames"]]
 """
 
 from __future__ import annotations
@@ -202,11 +202,11 @@ def load_dataset(name: str, root: str | Path) -> pd.DataFrame:
         DatasetError: an unknown name (listing the valid ones), a missing root, no labelled sample,
             or a malformed file (file, line and what was expected).
 
-    Example:
+    Example::
 
-    >>> table = load_dataset("affwild2", "data/affwild2")
-    >>> expr = table[table.task == "expr"]
-    >>> expr.labels.iloc[0][expr.valid.iloc[0]]  # class per annotated frame
+        table = load_dataset("affwild2", "data/affwild2")
+        expr = table[table.task == "expr"]
+        expr.labels.iloc[0][expr.valid.iloc[0]]  # class per annotated frame
     """
     manifest = load_manifest(name)
     root = Path(root)
@@ -249,10 +249,10 @@ def samples(table: pd.DataFrame) -> pd.DataFrame:
         labelled frame number across the sample's tasks; 0 for clip-level datasets), sorted by
         sample_id.
 
-    Example:
+    Example::
 
-    >>> todo = samples(load_dataset("synthetic", "data/synthetic"))
-    >>> todo[["sample_id", "frames_dir", "n_frames"]]
+        todo = samples(load_dataset("synthetic", "data/synthetic"))
+        todo[["sample_id", "frames_dir", "n_frames"]]
     """
     last = table["frame_index"].map(lambda f: int(np.max(f)) if f is not None and len(f) else 0)
     per_sample = (table[list(SAMPLE_COLUMNS)].assign(n_frames=last)

@@ -16,11 +16,11 @@ Three modules: :mod:`data_manifests.synthetic_timeline` decides what happens in 
 into videos, splits them train/validation without overlap (with Aff-Wild2's class imbalance,
 yet every class in both splits), composes the frames and writes the files.
 
-Example:
+Example::
 
->>> summary = generate(Path("data/synthetic-small"), seed=0, n_clips=4, min_frames=30, max_frames=40)
->>> summary["n_samples"], summary["skipped"]
-(5, False)
+    summary = generate(Path("data/synthetic-small"), seed=0, n_clips=4, min_frames=30, max_frames=40)
+    summary["n_samples"], summary["skipped"]
+    # (5, False)
 """
 
 from __future__ import annotations
@@ -351,10 +351,9 @@ def generate(out: Path, seed: int = 0, n_clips: int = DEFAULTS["n_clips"],
         ValueError: arguments out of range.
         DatasetError: ``out`` holds files that this generator did not write.
 
-    Example:
+    Example::
 
-    >>> generate(Path("data/synthetic"), seed=0)["n_samples"]
-    26
+        generate(Path("data/synthetic"), seed=0)["n_samples"]   # 26
     """
     if n_clips < 3 or min_frames < 20 or max_frames < min_frames or raw_videos < 0:
         raise ValueError(f"need n_clips >= 3, 20 <= min_frames <= max_frames, raw_videos >= 0; "

@@ -1,20 +1,21 @@
 """Confusion matrices of a classification run, as CSV (with the class names) and PNG.
 
 Rows that count are those the metrics score (``valid == 1`` and ``face == 1``, see
-:func:`evaluate.metrics.scored_rows`), so a matrix sums to ``metrics.json``'s ``n_frames``.
+:meth:`core.tasks.TaskSpec.scored_rows`), so a matrix sums to ``metrics.json``'s ``n_frames``.
+Tasks whose entry lists the ``confusion`` plot get one, by label kind:
 
-- ``expr`` / ``clip``: one ``K x K`` matrix, rows the true class, columns the predicted class;
+- class tasks (``expr``, ``clip``): one ``K x K`` matrix, rows the true class, columns the predicted class;
   ``counts`` and ``normalised`` (each row divided by its total, so a row is the recall
   distribution of that true class; a class never true has a row of zeros).
-- ``au``: one ``2 x 2`` matrix per AU (``TN, FP / FN, TP``), in one CSV row per AU and one PNG of
+- multilabel tasks (``au``): one ``2 x 2`` matrix per AU (``TN, FP / FN, TP``), in one CSV row per AU and one PNG of
   small multiples.
 
-Example:
+Example::
 
->>> df = pd.read_csv("runs/<run_id>/predictions_validation.csv")
->>> paths = write_confusion(df, "expr", Path("reports/runs/<run_id>"))
->>> sorted(p.name for p in paths)
-['confusion_counts.csv', 'confusion_counts.png', 'confusion_normalised.csv', 'confusion_normalised.png']
+    df = pd.read_csv("runs/<run_id>/predictions_validation.csv")
+    paths = write_confusion(df, "expr", Path("reports/runs/<run_id>"))
+    sorted(p.name for p in paths)
+    # ['confusion_counts.csv', 'confusion_counts.png', 'confusion_normalised.csv', 'confusion_normalised.png']
 """
 
 from __future__ import annotations
@@ -27,11 +28,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, multilabel_confusion_matrix
 
-from data_manifests.schema import LABELS
-from evaluate.metrics import scored_rows
+from core.tasks import TASKS, TaskSpec
 
-CLASS_TASKS = ("expr", "clip")
-CONFUSION_TASKS = CLASS_TASKS + ("au",)
 DPI = 110
 
 
@@ -108,34 +106,36 @@ def _au_figure(table: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def write_confusion(predictions: pd.DataFrame, task: str, out_dir: str | Path) -> list[Path]:
+def write_confusion(predictions: pd.DataFrame, task: str | TaskSpec, out_dir: str | Path) -> list[Path]:
     """Writes the confusion CSVs and PNGs of one predictions table into ``out_dir``.
 
     Args:
         predictions: a ``predictions_validation.csv`` table (docs/run_format.md).
-        task: ``expr``, ``clip`` or ``au`` (other tasks have no confusion matrix).
+        task: a task (or its name) whose entry lists the ``confusion`` plot.
         out_dir: created if missing.
 
     Returns:
         The files written: ``confusion_counts.{csv,png}`` and ``confusion_normalised.{csv,png}``
-        (expr, clip) or ``confusion_au.{csv,png}`` (au).
+        (class tasks) or ``confusion_<task>.{csv,png}`` (multilabel tasks).
     """
-    if task not in CONFUSION_TASKS:
-        raise ValueError(f"no confusion matrix for task '{task}'; tasks with one: {', '.join(CONFUSION_TASKS)}")
+    spec = TASKS[task] if isinstance(task, str) else task
+    if "confusion" not in spec.plots:
+        have = [n for n, t in TASKS.items() if "confusion" in t.plots]
+        raise ValueError(f"no confusion matrix for task '{spec.name}'; tasks with one: {', '.join(have)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = scored_rows(predictions, task)
-    names = LABELS[task].names
-    if task == "au":
+    rows = spec.scored_rows(predictions)
+    names = spec.labels.names
+    if spec.labels.kind == "multilabel":
         table = au_confusion_table(rows[[f"true_{n}" for n in names]].to_numpy(int),
                                    rows[[f"pred_{n}" for n in names]].to_numpy(int), names)
-        csv, png = out / "confusion_au.csv", out / "confusion_au.png"
+        csv, png = out / f"confusion_{spec.name}.csv", out / f"confusion_{spec.name}.png"
         table.to_csv(csv)
-        _au_figure(table, f"AU confusion, {len(rows)} frames (rows: true 0/1)").savefig(png)
+        _au_figure(table, f"{spec.name.upper()} confusion, {len(rows)} {spec.unit} (rows: true 0/1)").savefig(png)
         return [csv, png]
     counts, normalised = confusion_tables(rows["true"].to_numpy(int), rows["pred"].to_numpy(int), names)
     written = []
-    unit = "clips" if task == "clip" else "frames"
+    unit = spec.unit
     for kind, table, fmt in (("counts", counts, "d"), ("normalised", normalised, ".2f")):
         csv, png = out / f"confusion_{kind}.csv", out / f"confusion_{kind}.png"
         table.to_csv(csv, float_format="%.6f" if kind == "normalised" else None)

@@ -10,10 +10,10 @@
 Figures are built with :class:`matplotlib.figure.Figure` (no pyplot state, no display needed) and
 saved as PNG.
 
-Example:
+Example::
 
->>> plot_history(pd.read_csv(run / "history.csv"), "f1_macro", Path("reports/history.png"))
->>> plot_label_distribution(json.loads((run / "label_distribution.json").read_text()), Path("dist.png"))
+    plot_history(pd.read_csv(run / "history.csv"), "f1_macro", Path("reports/history.png"))
+    plot_label_distribution(json.loads((run / "label_distribution.json").read_text()), Path("dist.png"))
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def plot_history(history: pd.DataFrame, monitor: str, path: str | Path) -> Path:
     Args:
         history: the run's ``history.csv`` (Keras CSVLogger: ``epoch``, ``loss``, ``val_loss``,
             ``val_<monitor>``).
-        monitor: the task's validation metric (``evaluate.metrics.MONITOR``).
+        monitor: the task's validation metric (the task entry's ``monitor``).
         path: the PNG to write.
     """
     epochs = history["epoch"].to_numpy() + 1 if "epoch" in history else np.arange(1, len(history) + 1)

@@ -5,7 +5,7 @@ the run's feature cache, and predicts every cached frame of every sample of that
 with :func:`train.data.predict_split` (the tiling windows the validation scores use: each frame
 is predicted once, in context). Writes ``<RUNS_DIR>/<run id>/predictions_<split>/``:
 
-- ``abaw_<task>.txt`` (frame tasks ``va``, ``expr``, ``au``): the ABAW challenge submission
+- ``abaw_<task>.txt`` (tasks whose entry has ``submission``: ``va``, ``expr``, ``au``): the ABAW challenge submission
   format (ABAW 3-6 test-set prediction files): one header line, then one row per frame named
   ``<sample>/<frame:05d>.jpg`` (the sample is the ``cropped_aligned`` folder name, e.g.
   ``10-60-1280x720_right``), videos in sample-id order, frames in frame order:
@@ -29,16 +29,17 @@ Frames without a face are predicted too (``--no-face``):
   around it in the window, and ``avgpool`` gives the frame its window's mean-face prediction.
 - ``nearest``: the prediction of the nearest frame with a face in the same video (by frame
   number; a tie takes the earlier frame). A video with no face at all keeps the model's output.
-- ``auto`` (default): ``nearest`` for the per-frame ``frame`` model, which has no context and was
-  never trained on face-less frames (they are masked out of the loss), ``model`` for the others.
+- ``auto`` (default): ``nearest`` for models whose ``train.models.MODELS`` entry has no temporal
+  context (the per-frame ``frame`` model, never trained on face-less frames: they are masked out of
+  the loss), ``model`` for the others.
 
 The per-video CSV's ``filled`` column is 1 where ``nearest`` copied a prediction.
 
-Example:
+Example::
 
->>> summary = predict_run("runs/synthetic-fer-va-gru-none-s0-20250101-120000", "validation")
->>> summary["files"]["abaw"]
-'runs/synthetic-fer-va-gru-none-s0-20250101-120000/predictions_validation/abaw_va.txt'
+    summary = predict_run("runs/synthetic-fer-va-gru-none-s0-20250101-120000", "validation")
+    summary["files"]["abaw"]
+    # 'runs/synthetic-fer-va-gru-none-s0-20250101-120000/predictions_validation/abaw_va.txt'
 """
 
 from __future__ import annotations
@@ -54,27 +55,28 @@ import keras
 import numpy as np
 import pandas as pd
 
+from core.run_folder import RunFolder, predictions_dir
+from core.tasks import TASKS, TaskSpec
 from data_manifests.loader import load_dataset
-from data_manifests.schema import LABELS, SPLITS
+from data_manifests.schema import SPLITS
 from extract.cache import CacheReader, cache_path
 from train.data import SplitData, load_split, predict_split
 from train.models import MODELS  # importing it also registers the custom layers model.keras holds
-from train.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
-SUBMISSION_TASKS = ("va", "expr", "au")
 NO_FACE_POLICIES = ("auto", "model", "nearest")
-NO_CONTEXT_MODELS = ("frame",)
 # What must agree between the cache a run was trained on and the one it now reads.
 CACHE_IDENTITY = ("backbone", "weights_sha256", "embedding_layer", "embedding_dim", "input_size", "preprocessing")
 
 
 def submission_header(task: str) -> str:
     """The ABAW header line of a frame task (see the module docstring)."""
-    if task not in SUBMISSION_TASKS:
-        raise ValueError(f"no ABAW submission format for task '{task}'; tasks with one: {', '.join(SUBMISSION_TASKS)}")
-    return ",".join(("image_location",) + LABELS[task].names)
+    spec = TASKS[task]
+    if not spec.submission:
+        have = [n for n, t in TASKS.items() if t.submission]
+        raise ValueError(f"no ABAW submission format for task '{task}'; tasks with one: {', '.join(have)}")
+    return spec.submission_header()
 
 
 def image_locations(sample_ids: list[str], lengths: np.ndarray, frame_index: np.ndarray) -> np.ndarray:
@@ -118,18 +120,6 @@ def fill_nearest(pred: np.ndarray, face: np.ndarray, frame_index: np.ndarray,
     return out, filled
 
 
-def resolve_run(run: str, runs_dir: str | Path) -> Path:
-    """A run id under ``runs_dir`` (or a path to a run folder) -> the folder; errors list the runs."""
-    direct = Path(run)
-    path = direct if (direct / "config.json").is_file() else Path(runs_dir) / run
-    if not (path / "config.json").is_file():
-        have = sorted(p.parent.name for p in Path(runs_dir).glob("*/config.json")) if Path(runs_dir).is_dir() else []
-        listing = f"{len(have)} runs there, e.g. {', '.join(have[:5])}" if have else "no runs there"
-        raise FileNotFoundError(f"{path}: no run folder with a config.json (RUN={run}, RUNS_DIR={runs_dir}); "
-                                f"{listing}")
-    return path
-
-
 def _check_cache(reader: CacheReader, config: dict) -> None:
     trained = config.get("cache_meta") or {}
     now = json.loads(json.dumps(dataclasses.asdict(reader.meta)))
@@ -140,50 +130,30 @@ def _check_cache(reader: CacheReader, config: dict) -> None:
                          f"({config.get('cache')}); point CACHE_DIR at the cache the run used")
 
 
-def _frame_outputs(task: str, pred: np.ndarray) -> dict[str, np.ndarray]:
-    names = LABELS[task].names
-    if task == "va":
-        return {"valence": pred[:, 0], "arousal": pred[:, 1]}
-    if task in ("expr", "clip"):
-        cls = pred.argmax(axis=1).astype(np.int64)
-        return {"class": cls, "class_name": np.asarray(names, dtype=object)[cls],
-                **{f"prob_{n}": pred[:, k] for k, n in enumerate(names)}}
-    if task == "au":
-        return {**{n: (pred[:, k] >= 0.5).astype(np.int64) for k, n in enumerate(names)},
-                **{f"prob_{n}": pred[:, k] for k, n in enumerate(names)}}
-    return {n: pred[:, k] for k, n in enumerate(names)}
-
-
-def write_submission(path: Path, task: str, locations: np.ndarray, pred: np.ndarray) -> Path:
+def write_submission(path: Path, task: TaskSpec, locations: np.ndarray, pred: np.ndarray) -> Path:
     """The ABAW file of a frame task (module docstring): header line, one row per location."""
-    if task == "va":
-        values = {"valence": pred[:, 0], "arousal": pred[:, 1]}
-    elif task == "expr":
-        values = {"class": pred.argmax(axis=1).astype(np.int64)}
-    else:
-        values = {n: (pred[:, k] >= 0.5).astype(np.int64) for k, n in enumerate(LABELS[task].names)}
-    frame = pd.DataFrame({"image_location": locations, **values})
+    frame = pd.DataFrame({"image_location": locations, **task.submission_values(pred)})
     with path.open("w", newline="") as f:
-        f.write(submission_header(task) + "\n")
+        f.write(task.submission_header() + "\n")
         frame.to_csv(f, header=False, index=False, float_format="%.6f", lineterminator="\n")
     return path
 
 
-def _write_outputs(out: Path, split: SplitData, task: str, pred: np.ndarray, filled: np.ndarray) -> dict:
+def _write_outputs(out: Path, split: SplitData, task: TaskSpec, pred: np.ndarray, filled: np.ndarray) -> dict:
     files: dict[str, str] = {}
     if split.task.level == "clip":
-        clips = pd.DataFrame({"sample_id": split.sample_ids, **_frame_outputs(task, pred)})
+        clips = pd.DataFrame({"sample_id": split.sample_ids, **task.frame_outputs(pred)})
         clips.to_csv(out / "clips.csv", index=False, float_format="%.6f")
         return {"clips": str(out / "clips.csv")}
     locations = image_locations(split.sample_ids, split.lengths, split.frame_index)
     face = split.face[:split.n_frames]
-    if task in SUBMISSION_TASKS:
-        files["abaw"] = str(write_submission(out / f"abaw_{task}.txt", task, locations, pred))
+    if task.submission:
+        files["abaw"] = str(write_submission(out / f"abaw_{task.name}.txt", task, locations, pred))
     per_video = out / "per_video"
     per_video.mkdir()
     table = pd.DataFrame({"frame_index": split.frame_index, "image_location": locations,
                           "face": face.astype(np.int64), "filled": filled.astype(np.int64),
-                          **_frame_outputs(task, pred)})
+                          **task.frame_outputs(pred)})
     for sample_id, lo, hi in zip(split.sample_ids, split.offsets[:-1], split.offsets[1:]):
         table.iloc[lo:hi].to_csv(per_video / f"{sample_id}.csv", index=False, float_format="%.6f")
     files["per_video"] = str(per_video)
@@ -218,13 +188,14 @@ def predict_run(run: str | Path, split: str, runs_dir: str | Path = "runs", data
         raise ValueError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
     if no_face not in NO_FACE_POLICIES:
         raise ValueError(f"unknown --no-face policy '{no_face}'; choose one of: {', '.join(NO_FACE_POLICIES)}")
-    run_dir = resolve_run(str(run), runs_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    model_path = run_dir / "model.keras"
+    folder = RunFolder.resolve(str(run), runs_dir)
+    run_dir = folder.path
+    config = folder.read_config()
+    model_path = folder.model_path
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: the run saved no model (did training finish?); train again")
     task = TASKS[config["task"]]
-    MODELS[config["model"]]  # an unknown name is a ConfigError listing the models
+    model_spec = MODELS[config["model"]]  # an unknown name is a ConfigError listing the models
     dataset = config["dataset"]
     root = data_root or config.get("data_root") or f"data/{dataset}"
     if table is None:
@@ -247,18 +218,18 @@ def predict_run(run: str | Path, split: str, runs_dir: str | Path = "runs", data
     model = keras.saving.load_model(model_path, safe_mode=True)
     start = time.perf_counter()
     pred = predict_split(model, data, int(config["seq_len"]), int(batch_size or config["batch_size"]))
-    policy = ("nearest" if config["model"] in NO_CONTEXT_MODELS else "model") if no_face == "auto" else no_face
+    policy = ("model" if model_spec.context else "nearest") if no_face == "auto" else no_face
     filled = np.zeros(len(pred), bool)
     if task.level == "frame" and policy == "nearest":
         pred, filled = fill_nearest(pred, data.face[:data.n_frames], data.frame_index, data.offsets)
     seconds = time.perf_counter() - start
 
-    out = run_dir / f"predictions_{split}"
+    out = run_dir / predictions_dir(split)
     work = out.with_name(out.name + ".partial")
     if work.exists():
         shutil.rmtree(work)  # left by an interrupted earlier call of this function
     work.mkdir()
-    files = _write_outputs(work, data, task.name, pred, filled)
+    files = _write_outputs(work, data, task, pred, filled)
     face = data.face[:data.n_frames]
     summary = {
         "run": run_dir.name, "split": split, "task": task.name, "model": config["model"],

@@ -3,14 +3,17 @@
 The page opens from disk (no server, no network, no script; CSS inline); its figures are PNG files
 beside it, in ``REPORT_DIR/runs/<run_id>/``, referenced by relative paths. Everything comes from
 the files of docs/run_format.md: metrics from ``metrics.json`` (recomputed from
-``predictions_validation.csv`` with :mod:`evaluate.metrics` when it is missing), never from a model.
+``predictions_validation.csv`` with the task entry when it is missing), never from a model. Run
+folders are read through :mod:`core.run_folder`; what a task shows (headline metrics, monitor,
+figures) comes from its entry in :mod:`core.tasks`, whether a model is a baseline from its entry in
+``train.models.MODELS``.
 
 Contents:
 
 - the table of runs (dataset, backbone, model, task, rebalance, seed, epochs, every headline
   metric), shown per task so each part has only its task's metric columns; the best value of each
   metric within a (dataset, task) is highlighted and the best run by the task's validation metric
-  (``evaluate.metrics.MONITOR``) is starred;
+  (the task entry's ``monitor``) is starred;
 - temporal models beside the ``frame`` / ``avgpool`` baselines: per (dataset, backbone, task),
   each (model, rebalance) pair's mean and spread over its runs and the difference to the best
   baseline;
@@ -20,11 +23,10 @@ Contents:
 
 A run folder that lacks a file or holds a broken one is still listed, with what is wrong.
 
-Example:
+Example::
 
->>> paths = build_report("runs", "reports")
->>> paths["html"], paths["markdown"]
-(PosixPath('reports/index.html'), PosixPath('reports/summary.md'))
+    paths = build_report("runs", "reports")
+    paths["html"], paths["markdown"]   # reports/index.html, reports/summary.md
 """
 
 from __future__ import annotations
@@ -39,23 +41,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core import run_folder as rf
+from core.run_folder import RunFolder
+from core.tasks import TASKS, TaskSpec
 from evaluate import report_html as render
-from evaluate.confusion import CONFUSION_TASKS, write_confusion
-from evaluate.metrics import MONITOR, metrics_from_predictions
+from evaluate.confusion import write_confusion
 from evaluate.plots import plot_history, plot_label_distribution, plot_va_time
 from extract.cache import CacheError, CacheReader, summary_path
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("frame", "avgpool")
-TASK_ORDER = ("va", "expr", "au", "clip", "eri")
-HEADLINE = {
-    "va": ("ccc_mean", "ccc_valence", "ccc_arousal", "pearson_valence", "pearson_arousal"),
-    "expr": ("f1_macro", "accuracy"),
-    "clip": ("f1_macro", "accuracy"),
-    "au": ("au_f1_mean",),
-    "eri": ("pearson_mean",),
-}
 ID_COLUMNS = ("run", "dataset", "backbone", "model", "task", "rebalance", "seed", "epochs")
 
 
@@ -81,8 +76,13 @@ class Run:
         return str(self.get("task", self.metrics.get("task", "?")))
 
     @property
+    def spec(self) -> TaskSpec | None:
+        """The task's entry, None for a task no longer (or not yet) registered."""
+        return TASKS.get(self.task)
+
+    @property
     def monitor(self) -> str | None:
-        return MONITOR.get(self.task)
+        return self.spec.monitor if self.spec else None
 
     @property
     def score(self) -> float:
@@ -112,7 +112,7 @@ def _read(run: Run, name: str, reader):
         run.problems.append(f"{name} is missing")
         return None
     try:
-        return reader(path)
+        return reader()
     except (ValueError, OSError, pd.errors.ParserError) as err:  # JSONDecodeError is a ValueError
         run.problems.append(f"{name} is unreadable ({type(err).__name__}: {err})")
         return None
@@ -120,18 +120,17 @@ def _read(run: Run, name: str, reader):
 
 def load_run(path: str | Path) -> Run:
     """Reads one run folder (docs/run_format.md); never raises on a missing or broken file."""
-    path = Path(path)
-    run = Run(run_id=path.name, path=path)
-    run.config = _read(run, "config.json", lambda p: json.loads(p.read_text())) or {}
-    run.history = _read(run, "history.csv", pd.read_csv)
-    run.distribution = _read(run, "label_distribution.json", lambda p: json.loads(p.read_text()))
-    run.predictions = _read(run, "predictions_validation.csv", pd.read_csv)
-    metrics_path = path / "metrics.json"
-    if metrics_path.is_file():
-        run.metrics = _read(run, "metrics.json", lambda p: json.loads(p.read_text())) or {}
-    if not run.metrics and run.predictions is not None and run.task in MONITOR:
+    folder = RunFolder(path)
+    run = Run(run_id=folder.name, path=folder.path)
+    run.config = _read(run, rf.CONFIG, folder.read_config) or {}
+    run.history = _read(run, rf.HISTORY, folder.read_history)
+    run.distribution = _read(run, rf.LABEL_DISTRIBUTION, folder.read_distribution)
+    run.predictions = _read(run, rf.PREDICTIONS, folder.read_predictions)
+    if folder.metrics_path.is_file():
+        run.metrics = _read(run, rf.METRICS, folder.read_metrics) or {}
+    if not run.metrics and run.predictions is not None and run.spec is not None:
         try:
-            run.metrics = metrics_from_predictions(run.predictions, run.task, str(run.get("model")))
+            run.metrics = run.spec.metrics(run.predictions, str(run.get("model")))
             run.problems.append("metrics.json is missing: scores recomputed from predictions_validation.csv")
         except ValueError as err:
             run.problems.append(f"predictions_validation.csv cannot be scored: {err}")
@@ -148,8 +147,10 @@ def collect_runs(runs_dir: str | Path) -> list[Run]:
         raise FileNotFoundError(f"{runs_dir}: no runs folder; train a model first (`make train`) or set RUNS_DIR")
     runs = [load_run(p) for p in sorted(runs_dir.iterdir()) if p.is_dir()]
 
+    order = list(TASKS)
+
     def key(r: Run):
-        task_rank = TASK_ORDER.index(r.task) if r.task in TASK_ORDER else len(TASK_ORDER)
+        task_rank = order.index(r.task) if r.task in order else len(order)
         return (str(r.get("dataset")), task_rank, r.backbone, str(r.get("model")), str(r.get("rebalance")),
                 str(r.get("seed")), r.run_id)
     return sorted(runs, key=key)
@@ -159,17 +160,17 @@ def runs_table(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The table of runs and a same-shaped boolean frame marking the best value per (dataset, task).
 
     Columns: :data:`ID_COLUMNS`, ``n_frames``, then the headline metrics of the tasks present (in
-    :data:`TASK_ORDER`), NaN where a metric does not apply. Higher is better for every metric.
+    ``TASKS`` order), NaN where a metric does not apply. Higher is better for every metric.
     """
-    tasks = [t for t in TASK_ORDER if any(r.task == t for r in runs)]
-    metric_cols = list(dict.fromkeys(m for t in tasks for m in HEADLINE[t]))
+    tasks = [t for t in TASKS if any(r.task == t for r in runs)]
+    metric_cols = list(dict.fromkeys(m for t in tasks for m in TASKS[t].headline))
     rows = []
     for r in runs:
         row = {"run": r.run_id, "dataset": r.get("dataset"), "backbone": r.backbone, "model": r.get("model"),
                "task": r.task, "rebalance": r.get("rebalance"), "seed": r.get("seed"), "epochs": r.epochs(),
                "n_frames": r.metrics.get("n_frames", math.nan)}
         for m in metric_cols:
-            value = r.metrics.get(m) if m in HEADLINE.get(r.task, ()) else None
+            value = r.metrics.get(m) if r.spec and m in r.spec.headline else None
             row[m] = float(value) if isinstance(value, (int, float)) else math.nan
         rows.append(row)
     table = pd.DataFrame(rows, columns=[*ID_COLUMNS, "n_frames", *metric_cols])
@@ -184,7 +185,7 @@ def runs_table(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def best_runs(runs: list[Run]) -> set[str]:
-    """Run ids holding the best validation metric (``MONITOR``) of their (dataset, task)."""
+    """Run ids holding the best validation metric (the task's ``monitor``) of their (dataset, task)."""
     best: dict[tuple, tuple[float, list[str]]] = {}
     for r in runs:
         if math.isnan(r.score):
@@ -196,6 +197,13 @@ def best_runs(runs: list[Run]) -> set[str]:
         elif r.score == top:
             ids.append(r.run_id)
     return {rid for _, ids in best.values() for rid in ids}
+
+
+def _is_baseline(model: str) -> bool:
+    from train.models import model_spec
+
+    spec = model_spec(model)
+    return bool(spec and spec.baseline)
 
 
 def comparison_tables(runs: list[Run]) -> list[tuple[dict, pd.DataFrame]]:
@@ -219,12 +227,12 @@ def comparison_tables(runs: list[Run]) -> list[tuple[dict, pd.DataFrame]]:
         models = stats.index.get_level_values("model")
         table = pd.DataFrame({
             "model": models, "rebalance": stats.index.get_level_values("rebalance"),
-            "kind": ["baseline" if m in BASELINES else "temporal" for m in models],
+            "kind": ["baseline" if _is_baseline(m) else "temporal" for m in models],
             "runs": stats["count"].to_numpy(int), "seeds": seeds.to_numpy(),
             "mean": stats["mean"].to_numpy(float), "std": stats["std"].fillna(0.0).to_numpy(float),
             "best": stats["max"].to_numpy(float)})
         base = table[table["kind"] == "baseline"].sort_values("mean", ascending=False, kind="stable")
-        key = {"dataset": dataset, "backbone": backbone, "task": task, "metric": MONITOR[task],
+        key = {"dataset": dataset, "backbone": backbone, "task": task, "metric": TASKS[task].monitor,
                "baseline": None, "baseline_mean": math.nan}
         if len(base):
             key.update(baseline=f"{base['model'].iloc[0]} ({base['rebalance'].iloc[0]})",
@@ -268,14 +276,13 @@ def extraction_table(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-SOURCES = ("history.csv", "label_distribution.json", "predictions_validation.csv", "metrics.json")
 FIGURES_VERSION = 1  # bump when a figure changes, so reports redraw what they kept
 
 
 def _fingerprint(run: Run) -> dict:
     """Size and mtime of the run files the figures are drawn from."""
     out: dict = {"version": FIGURES_VERSION}
-    for name in SOURCES:
+    for name in rf.FIGURE_SOURCES:
         path = run.path / name
         if path.is_file():
             st = path.stat()
@@ -309,9 +316,10 @@ def run_figures(run: Run, out_dir: Path) -> dict[str, Path]:
     if run.distribution is not None:
         jobs.append(("label distribution",
                      lambda: [plot_label_distribution(run.distribution, out_dir / "label_distribution.png")]))
-    if run.predictions is not None and run.task in CONFUSION_TASKS:
-        jobs.append(("confusion", lambda: write_confusion(run.predictions, run.task, out_dir)))
-    if run.predictions is not None and run.task == "va":
+    plots = run.spec.plots if run.spec else ()
+    if run.predictions is not None and "confusion" in plots:
+        jobs.append(("confusion", lambda: write_confusion(run.predictions, run.spec, out_dir)))
+    if run.predictions is not None and "va_time" in plots:
         jobs.append(("va time plot", lambda: [plot_va_time(run.predictions, out_dir / "va_time.png")]))
     for what, job in jobs:
         try:

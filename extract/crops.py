@@ -17,12 +17,12 @@ input, at ``S`` x ``S`` pixels (112 by default, the size of Aff-Wild2's ``croppe
 They are written like the feature cache: one shard per video under ``<BACKBONE>.crops.parts/``,
 folded in atomically by :func:`extract.cache.merge_shards`.
 
-Example:
+Example::
 
->>> store = CropStore("cache/affwild2/fer.crops.h5")
->>> frames = store.frames("video1")            # frame numbers that have a crop
->>> store.image("video1", 0).shape             # the first of them, RGB
-(112, 112, 3)
+    store = CropStore("cache/affwild2/fer.crops.h5")
+    frames = store.frames("video1")            # frame numbers that have a crop
+    store.image("video1", 0).shape             # the first of them, RGB
+    # (112, 112, 3)
 """
 
 from __future__ import annotations

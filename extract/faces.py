@@ -17,14 +17,14 @@
 
 Detectors hold a mediapipe graph: make one per worker process (they do not pickle).
 
-Example:
+Example::
 
->>> with FaceDetector() as detector:
-...     tracker = SubjectTracker()
-...     for frame_index, rgb in iter_video("tests/media/single_face.mp4"):
-...         face = tracker.update(detector.detect(rgb), rgb.shape[1])
-...         if face is not None:
-...             crop = crop_face(rgb, face, (64, 64), align=True)
+    with FaceDetector() as detector:
+        tracker = SubjectTracker()
+        for frame_index, rgb in iter_video("tests/media/single_face.mp4"):
+            face = tracker.update(detector.detect(rgb), rgb.shape[1])
+            if face is not None:
+                crop = crop_face(rgb, face, (64, 64), align=True)
 """
 
 from __future__ import annotations
@@ -86,12 +86,12 @@ class FaceDetector:
             ``"short"``.
         min_score: detections below this confidence are dropped.
 
-    Example:
+    Example::
 
-    >>> with FaceDetector("full", min_score=0.5) as detector:
-    ...     faces = detector.detect(rgb)
-    >>> faces[0].box, faces[0].score
-    (array([162., 176., 381., 395.], dtype=float32), 0.89)
+        with FaceDetector("full", min_score=0.5) as detector:
+            faces = detector.detect(rgb)
+        faces[0].box, faces[0].score
+        # (array([162., 176., 381., 395.], dtype=float32), 0.89)
     """
 
     def __init__(self, model: str = DEFAULT_DETECTOR, min_score: float = 0.5):
@@ -191,10 +191,10 @@ class SubjectTracker:
         iou_threshold: least IoU with the previous box for a detection to continue the track.
         max_missed: frames without a chosen face after which the track is forgotten.
 
-    Example:
+    Example::
 
-    >>> tracker = SubjectTracker(side="left")
-    >>> face = tracker.update(detector.detect(rgb), frame_width=rgb.shape[1])
+        tracker = SubjectTracker(side="left")
+        face = tracker.update(detector.detect(rgb), frame_width=rgb.shape[1])
     """
 
     def __init__(self, side: str = "", iou_threshold: float = 0.3, max_missed: int = 5):
@@ -275,10 +275,10 @@ def crop_face(
     Returns:
         ``uint8 [size[0], size[1], 3]``.
 
-    Example:
+    Example::
 
-    >>> crop_face(rgb, face, (112, 112), margin=0.25, align=True).shape
-    (112, 112, 3)
+        crop_face(rgb, face, (112, 112), margin=0.25, align=True).shape
+        # (112, 112, 3)
     """
     out_h, out_w = (int(v) for v in size)
     if out_h <= 0 or out_w <= 0:

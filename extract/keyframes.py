@@ -14,14 +14,14 @@ face, the detector looks again ``faceless_every`` (2) frames later, so a face th
 is found at most one frame late; a face it was unsure of (score under ``carry_min_score``, 0.7) is
 never carried. The score of a carried face is its keyframe's score.
 
-Example:
+Example::
 
->>> with FaceDetector() as detector:
-...     faces = KeyframeDetector(detector, every=5)  # the default carry_min_score 0.7, faceless_every 2
-...     for frame_index, rgb in iter_video("tests/media/single_face.mp4"):
-...         found = faces.detect(rgb)          # a list of Detection, as FaceDetector.detect
->>> faces.stats
-{'frames': 72, 'detected': 15, 'carried': 57, 'lost': 0}
+    with FaceDetector() as detector:
+        faces = KeyframeDetector(detector, every=5)  # the default carry_min_score 0.7, faceless_every 2
+        for frame_index, rgb in iter_video("tests/media/single_face.mp4"):
+            found = faces.detect(rgb)          # a list of Detection, as FaceDetector.detect
+    faces.stats
+    # {'frames': 72, 'detected': 15, 'carried': 57, 'lost': 0}
 """
 
 from __future__ import annotations
@@ -62,15 +62,15 @@ class FaceFlow:
         min_points: fewest corners that must survive the check and agree on the transform.
         max_scale_step: largest change of the box side from one frame to the next (factor).
 
-    Example:
+    Example::
 
-    >>> frames = [rgb for _, rgb in iter_video("tests/media/single_face.mp4")]
-    >>> flow = FaceFlow()
-    >>> track = flow.start(frames[0], detector.detect(frames[0])[0])   # box [204.0, 113.0, 388.3, 297.3]
-    >>> [flow.step(track, frame) for frame in frames[1:4]]   # False: lost (re-detect)
-    [True, True, True]
-    >>> track.face.box
-    array([201.23354 , 109.858505, 385.2184  , 293.83047 ], dtype=float32)
+        frames = [rgb for _, rgb in iter_video("tests/media/single_face.mp4")]
+        flow = FaceFlow()
+        track = flow.start(frames[0], detector.detect(frames[0])[0])   # box [204.0, 113.0, 388.3, 297.3]
+        [flow.step(track, frame) for frame in frames[1:4]]   # False: lost (re-detect)
+        # [True, True, True]
+        track.face.box
+        # array([201.23354 , 109.858505, 385.2184  , 293.83047 ], dtype=float32)
     """
 
     def __init__(self, work_side: int = 64, max_corners: int = 32, fb_max: float = 1.0,
@@ -209,11 +209,11 @@ class KeyframeDetector:
         carry_min_score: faces scoring less are detected again on the next frame, not carried.
         faceless_every: after a detection without a face, the next one this many frames later.
 
-    Example:
+    Example::
 
-    >>> faces = KeyframeDetector(detector, every=10)
-    >>> [len(faces.detect(rgb)) for _, rgb in iter_video("tests/media/single_face.mp4")][:3]
-    [1, 1, 1]
+        faces = KeyframeDetector(detector, every=10)
+        [len(faces.detect(rgb)) for _, rgb in iter_video("tests/media/single_face.mp4")][:3]
+        # [1, 1, 1]
     """
 
     def __init__(self, detector, every: int, flow: FaceFlow | None = None, carry_min_score: float = 0.7,

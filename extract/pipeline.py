@@ -1,9 +1,9 @@
 """Stage one: a dataset's samples -> worker processes (decode, detect, crop) -> one batched
 inference loop -> per-video shards -> the HDF5 cache.
 
-Read top to bottom: :class:`ExtractConfig`, :func:`plan_jobs` (what is left to do),
-:class:`_Batcher` (crops from every worker into fixed-size batches, rows back in order), and
-:func:`run_extract` (the loop, resumability, the summary).
+Read top to bottom: :class:`ExtractConfig`, :func:`plan_jobs` (what is left to do) and
+:func:`run_extract` (resumability, the summary); the loop over the workers' messages is
+:class:`extract.job_loop.JobLoop`.
 """
 
 from __future__ import annotations
@@ -14,17 +14,14 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import queue as queue_lib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
-from extract.cache import CacheMeta, CacheReader, VideoWriter, cache_path, merge_shards, parts_dir_for, summary_path
-from extract.transport import RingAttached
-from extract.worker import FaceSettings, Job, JobDone, JobFailed, Rows, Subject, worker_main
+from core.config import DEFAULT_BACKBONE, DataFields
+from extract.cache import CacheMeta, CacheReader, cache_path, merge_shards, parts_dir_for, summary_path
+from extract.job_loop import JobLoop
+from extract.worker import FaceSettings, Job, Subject, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -33,31 +30,42 @@ TRANSPORTS = ("shm", "queue")
 
 
 @dataclass(frozen=True)
-class ExtractConfig:
+class ExtractConfig(DataFields):
     """Everything a run depends on; saved, resolved, in the run summary beside the cache.
+    ``python -m extract``'s flags are generated from these fields (``core.config.add_fields``).
 
     Args:
-        dataset: a registered dataset name (``data_manifests.loader.DATASETS``).
-        data_root: where the dataset lives.
-        backbone: a ``BACKBONES`` name or ``file:<model.keras>``.
+        backbone: BACKBONE: a ``BACKBONES`` name or ``file:<model.keras>``.
+        weights: WEIGHTS: local weights file for the keras.applications backbones; without it they
+            are randomly initialised.
+        embedding_layer: the layer whose output is the embedding (``file:`` backbones); empty: the
+            layer before the classifier.
         input: ``frames`` (pre-cropped folders), ``video`` (decode and detect), or ``auto``
             (the manifest's default).
+        detector: the BlazeFace model (range): ``full``, ``short`` or ``full+short`` (short range on
+            the frames where full range found nobody).
+        min_score: face detection threshold.
+        margin: crop margin around the face box, as a share of its side.
+        align: rotate crops so the eyes are level.
+        detect_every: DETECT_EVERY: video mode, run the face detector every this many frames and
+            carry the faces between them with optical flow (``extract.keyframes``; 10: the detector
+            runs on 10-25% of the frames, docs/benchmarks.md); 1: detect on every frame.
+        save_crops: SAVE_CROPS=1: video mode, also store every face crop, JPEG-encoded, in the
+            sibling ``<backbone>.crops.h5`` (``extract.crops``), for fine-tuning.
+        crop_size: the side of the saved crops, in pixels.
+        transport: how crops reach the inference loop: ``shm`` (a shared-memory ring per worker,
+            ``extract.transport``) or ``queue`` (pickled); shm falls back to queue when /dev/shm is small.
         workers: decode/detect processes; 0 means one per core.
         batch: crops per inference call (every call has this shape: the last one is padded).
-        detect_every: video mode: run the face detector every this many frames and carry the faces
-            between them with optical flow (``extract.keyframes``); 1: detect on every frame.
-        save_crops: video mode: also store every face crop, JPEG-encoded, in the sibling
-            ``<backbone>.crops.h5`` (``extract.crops``), for fine-tuning. crop_size: their side.
-        transport: how crops reach the inference loop: ``shm`` (a shared-memory ring per worker,
-            ``extract.transport``) or ``queue`` (pickled with the message).
+        chunk: frames a worker sends per message.
+        precision: ``auto`` (mixed bfloat16 on a GPU with the jax backend, else float32),
+            ``float32``, ``bfloat16`` or ``float16``.
+        limit: extract at most this many videos (0: all).
     """
 
-    dataset: str = "synthetic"
-    data_root: str = "data/synthetic"
-    backbone: str = "fer"
+    backbone: str = DEFAULT_BACKBONE
     weights: str = ""
     embedding_layer: str = ""
-    cache_dir: str = "cache"
     input: str = "auto"
     detector: str = "full+short"
     min_score: float = 0.5
@@ -72,6 +80,10 @@ class ExtractConfig:
     chunk: int = 64
     precision: str = "auto"
     limit: int = 0
+
+    def resolved(self) -> "ExtractConfig":
+        """The config with ``data_root`` filled in (what the run summary records)."""
+        return dataclasses.replace(self, data_root=self.root())
 
 
 def plan_jobs(samples, mode: str, done: set[str]) -> tuple[list[Job], list[str]]:
@@ -100,60 +112,6 @@ def plan_jobs(samples, mode: str, done: set[str]) -> tuple[list[Job], list[str]]
     return jobs, missing
 
 
-def _estimate_frames(job: Job) -> int:
-    if job.mode == "frames":
-        return job.n_frames
-    from extract.sources import SourceError, probe_video
-
-    try:
-        return probe_video(job.path).frames_header
-    except SourceError:
-        return 0  # the worker reports the failure with its reason
-
-
-class _Batcher:
-    """Collects crops from many videos into batches and hands back each subject's rows in order."""
-
-    def __init__(self, backbone, batch: int):
-        self.backbone = backbone
-        self.batch = batch
-        self.crops: collections.deque = collections.deque()  # (pending, row position, crop)
-        self.pending: dict[str, collections.deque] = collections.defaultdict(collections.deque)
-
-    def add(self, rows: Rows) -> None:
-        emb = np.zeros((len(rows.frame_index), self.backbone.embedding_dim), np.float32)
-        item = {"rows": rows, "emb": emb, "left": int(rows.face_mask.sum())}
-        self.pending[rows.sample_id].append(item)
-        for pos, crop in zip(np.flatnonzero(rows.face_mask), rows.crops):
-            self.crops.append((item, pos, crop))
-
-    def drop(self, sample_id: str) -> None:
-        self.pending.pop(sample_id, None)
-        self.crops = collections.deque(c for c in self.crops if c[0]["rows"].sample_id != sample_id)
-
-    def __len__(self) -> int:
-        return len(self.crops)
-
-    def run(self) -> None:
-        take = [self.crops.popleft() for _ in range(min(self.batch, len(self.crops)))]
-        if not take:
-            return
-        emb = self.backbone.embed(np.stack([c[2] for c in take]))
-        for (item, pos, _), vec in zip(take, emb):
-            item["emb"][pos] = vec
-            item["left"] -= 1
-
-    def ready(self, sample_id: str):
-        """Yields the leading rows of a subject whose embeddings are all computed."""
-        queue = self.pending.get(sample_id)
-        while queue and queue[0]["left"] == 0:
-            item = queue.popleft()
-            yield item["rows"], item["emb"]
-
-    def idle(self, sample_id: str) -> bool:
-        return not self.pending.get(sample_id)
-
-
 def _meta(backbone, settings: FaceSettings, mode: str) -> CacheMeta:
     import keras
 
@@ -180,6 +138,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
     from extract.backbones import check_name, load_backbone
 
     start = time.perf_counter()
+    cfg = cfg.resolved()
     if cfg.transport not in TRANSPORTS:
         raise ValueError(f"--transport must be one of {', '.join(TRANSPORTS)}, got {cfg.transport!r}")
     if cfg.detect_every < 1:
@@ -232,7 +191,7 @@ def _extract(cfg: ExtractConfig, pool: "_WorkerPool", backbone, table, mode: str
     if crops:
         summary["crops"] = str(crops.path)
     if jobs:
-        _run_jobs(pool, jobs, cfg, backbone, settings, meta, parts, summary, crops)
+        JobLoop(pool, jobs, cfg, backbone, meta, parts, summary, crops).run(settings)
     if crops:
         crops.merge()
     merge_shards(out, parts, meta)
@@ -308,93 +267,3 @@ class _Crops:
         from extract.crops import CropWriter
 
         return CropWriter(self.parts, sample_id, self.meta, source=source)
-
-
-def _run_jobs(pool: _WorkerPool, jobs, cfg, backbone, settings, meta, parts, summary, crops=None) -> None:
-    estimate = {job.job_id: _estimate_frames(job) for job in jobs}  # opens each video once
-    jobs = sorted(jobs, key=lambda job: estimate[job.job_id], reverse=True)  # longest first: no idle worker
-    total = sum(estimate.values())
-    pool.submit(settings, jobs, cfg.transport)
-    results = pool.results
-    by_id = {job.job_id: job for job in jobs}
-    open_jobs = set(by_id)
-    finished: set[int] = set()
-    writers: dict[str, VideoWriter] = {}
-    batcher = _Batcher(backbone, cfg.batch)
-    bar = tqdm(total=total, unit="frame", desc=f"extract {cfg.dataset}/{cfg.backbone}", smoothing=0.1)
-
-    crop_writers: dict = {}
-
-    def flush(sample_id: str) -> None:
-        for rows, emb in batcher.ready(sample_id):
-            writers[sample_id].append(emb, rows.frame_index, rows.face_mask, rows.bbox, rows.score)
-            if crops:
-                crop_writers[sample_id].append(rows.frame_index[rows.face_mask], rows.jpegs)
-
-    def finish(job_id: int) -> None:
-        job = by_id[job_id]
-        for subject in job.subjects:
-            flush(subject.sample_id)
-            if subject.sample_id in writers and batcher.idle(subject.sample_id):
-                if crops:  # crops first: a video counts as done once its features are in
-                    crop_writers.pop(subject.sample_id).close()
-                writers.pop(subject.sample_id).close()
-        if all(s.sample_id not in writers for s in job.subjects):
-            finished.discard(job_id)
-            open_jobs.discard(job_id)
-            summary["done"] += 1
-
-    try:
-        while open_jobs:
-            # Embed full batches only: a partial one runs once every open job is done, or after a
-            # second without a message (on a CPU, embedding every trickle of crops cost 3x the calls).
-            drained = len(finished) >= len(open_jobs)
-            try:
-                msg = results.get_nowait() if len(batcher) and drained else results.get(timeout=1.0)
-            except queue_lib.Empty:
-                msg = None
-            if isinstance(msg, Rows):
-                msg = pool.rings.take(msg)  # crops out of the worker's ring, its slot freed
-                job = by_id[msg.job_id]
-                if msg.sample_id not in writers:
-                    writers[msg.sample_id] = VideoWriter(parts, msg.sample_id, meta, source=job.path)
-                    if crops:
-                        crop_writers[msg.sample_id] = crops.writer(msg.sample_id, job.path)
-                batcher.add(msg)
-                flush(msg.sample_id)  # rows without faces go straight to disk, never pile up
-                if msg.sample_id == job.subjects[0].sample_id:
-                    n, faces = len(msg.frame_index), int(msg.face_mask.sum())
-                    summary["frames"] += n
-                    summary["faces"] += faces
-                    bar.update(n)
-                    bar.set_postfix(faces=f"{summary['faces'] / max(summary['frames'], 1):.1%}", refresh=False)
-            elif isinstance(msg, RingAttached):
-                pool.rings.attached(msg.worker)
-            elif isinstance(msg, JobDone):
-                finished.add(msg.job_id)
-                summary["detected_frames"] += msg.detected
-            elif isinstance(msg, JobFailed):
-                for subject in by_id[msg.job_id].subjects:
-                    batcher.drop(subject.sample_id)
-                    if subject.sample_id in writers:
-                        writers.pop(subject.sample_id).abort()
-                    if subject.sample_id in crop_writers:
-                        crop_writers.pop(subject.sample_id).abort()
-                open_jobs.discard(msg.job_id)
-                summary["failed"].append({"path": by_id[msg.job_id].path, "reason": msg.reason})
-                log.error("failed: %s", msg.reason)
-            if len(batcher) >= cfg.batch or (msg is None and len(batcher)):
-                batcher.run()
-                for sample_id in list(writers):
-                    flush(sample_id)
-            for job_id in list(finished):
-                finish(job_id)
-            if msg is None and not len(batcher) and not pool.alive():
-                for job_id in list(open_jobs):
-                    if job_id not in finished:
-                        open_jobs.discard(job_id)
-                        summary["failed"].append({"path": by_id[job_id].path, "reason": "worker process died"})
-    finally:
-        bar.close()
-        for writer in [*writers.values(), *crop_writers.values()]:
-            writer.abort()

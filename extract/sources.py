@@ -12,14 +12,14 @@ memory. Frame numbers are 1-based everywhere, as in the Aff-Wild2 annotation fil
   (``00001.jpg``, ...), with ``None`` where the detector of the dataset authors lost the face and
   wrote no jpg, so that no frame is ever dropped.
 
-Example:
+Example::
 
->>> for frame_index, rgb in iter_video("tests/media/single_face.mp4"):
-...     pass
->>> frame_index, rgb.shape
-(72, (360, 640, 3))
->>> [i for i, img in iter_frame_folder("cropped_aligned/10-60-1280x720") if img is None]
-[415, 416]
+    for frame_index, rgb in iter_video("tests/media/single_face.mp4"):
+        pass
+    frame_index, rgb.shape
+    # (72, (360, 640, 3))
+    [i for i, img in iter_frame_folder("cropped_aligned/10-60-1280x720") if img is None]
+    # [415, 416]
 """
 
 from __future__ import annotations
@@ -206,10 +206,10 @@ def iter_frame_folder(folder: str | Path, n_frames: int = 0) -> Iterator[tuple[i
     Raises:
         SourceError: missing or empty folder, or a jpg that does not decode (named in the message).
 
-    Example:
+    Example::
 
-    >>> list((i, img is None) for i, img in iter_frame_folder(folder, n_frames=4))
-    [(1, False), (2, True), (3, False), (4, True)]
+        list((i, img is None) for i, img in iter_frame_folder(folder, n_frames=4))
+        # [(1, False), (2, True), (3, False), (4, True)]
     """
     frames = frame_numbers(folder)
     last = max(n_frames, max(frames))

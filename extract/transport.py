@@ -16,12 +16,12 @@ soon as it starts work and says so (:class:`RingAttached`); the main process the
 ring's name at once (:meth:`CropRings.attached`). The memory stays mapped in both processes and
 goes away with them, so a run killed with SIGKILL leaves nothing in ``/dev/shm``.
 
-Example:
+Example::
 
->>> rings = CropRings(ctx, n_workers=2)            # before the workers start: they get rings.free[i]
->>> rings.open((64, 224, 224, 3))                  # once the crop shape is known
-True
->>> rows = rings.take(results.get())               # main process: crops copied out, slot freed
+    rings = CropRings(ctx, n_workers=2)            # before the workers start: they get rings.free[i]
+    rings.open((64, 224, 224, 3))                  # once the crop shape is known
+    # True
+    rows = rings.take(results.get())               # main process: crops copied out, slot freed
 """
 
 from __future__ import annotations

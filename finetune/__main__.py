@@ -10,41 +10,11 @@ a stage-two run folder that ``make report`` reads.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 
-from finetune.config import FRAME_TASKS, INITS, DistillConfig, FinetuneConfig
-
-
-def _size(text: str) -> tuple:
-    try:
-        size = tuple(int(v) for v in text.split(",")) if text else ()
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected H,W,C such as 96,96,3; got {text!r}") from None
-    if size and (len(size) != 3 or min(size) < 1):
-        raise argparse.ArgumentTypeError(f"expected H,W,C such as 96,96,3; got {text!r}")
-    return size
-
-
-def _add_fields(parser: argparse.ArgumentParser, cls, skip: tuple = ()) -> None:
-    """One flag per dataclass field, typed and defaulted from it (``--no-flip`` for booleans): the
-    dataset and backbone (``BackboneTuning``) first, then the class's own, then ``CropRunFields``."""
-    from finetune.config import BackboneTuning
-
-    own = cls.__dict__.get("__annotations__", {})
-    first = BackboneTuning.__annotations__
-    for field in sorted(dataclasses.fields(cls), key=lambda f: (f.name not in first, f.name not in own)):
-        if field.name in skip:
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        if field.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
-        elif field.name.endswith("input_size"):
-            parser.add_argument(flag, type=_size, default=field.default, metavar="H,W,C")
-        else:
-            kind = {"int": int, "float": float, "str": str}[field.type]
-            parser.add_argument(flag, type=kind, default=field.default, help=f"default: {field.default!r}")
+from core.config import add_fields
+from finetune.config import INITS, DistillConfig, FinetuneConfig, frame_tasks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,24 +27,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser(
         "train", help="fine-tune a backbone + head on the dataset's face crops", formatter_class=raw,
-        description=f"Backbones: {backbones}. Tasks: {', '.join(FRAME_TASKS)}. Inits: {', '.join(INITS)}. "
+        description=f"Backbones: {backbones}. Tasks: {', '.join(frame_tasks())}. Inits: {', '.join(INITS)}. "
                     f"Rebalancing (training split only): {', '.join(REBALANCE)}.")
-    _add_fields(train, FinetuneConfig)
+    add_fields(train, FinetuneConfig)
     distill = sub.add_parser(
         "distill", help="train a small student on a fine-tuned teacher's softened outputs (Hinton et al.)",
         formatter_class=raw,
         description=f"Students: {backbones}. Tasks: expr, au (default: the teacher's). "
                     f"Rebalancing: {', '.join(REBALANCE)}.")
-    _add_fields(distill, DistillConfig)
+    add_fields(distill, DistillConfig)
     from finetune.joint import JointConfig
     from train.models import MODELS
 
     joint = sub.add_parser(
         "joint", help="train a backbone and a stage-two RNN together on clips of face crops (Kollias et al. 2017)",
         formatter_class=raw,
-        description=f"Backbones: {backbones}. Models: {', '.join(MODELS)}. Tasks: {', '.join(FRAME_TASKS)}. "
+        description=f"Backbones: {backbones}. Models: {', '.join(MODELS)}. Tasks: {', '.join(frame_tasks())}. "
                     f"Rebalancing (training split only): {', '.join(REBALANCE)}.")
-    _add_fields(joint, JointConfig, skip=("train_frames", "val_frames"))
+    add_fields(joint, JointConfig, skip=("train_frames", "val_frames"))
     return parser
 
 

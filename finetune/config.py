@@ -2,11 +2,11 @@
 
 ``config.json`` in the run folder is their ``dataclasses.asdict`` plus versions and data counts.
 
-Example:
-
 >>> cfg = FinetuneConfig(dataset="synthetic", backbone="fer", task="expr", epochs=3)
 >>> cfg.resolved().data_root
 'data/synthetic'
+>>> frame_tasks()
+['va', 'expr', 'au']
 """
 
 from __future__ import annotations
@@ -14,15 +14,21 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from train.config import ConfigError, TrainConfig
+from core.config import DEFAULT_BACKBONE, DataFields, RunFields
+from core.registry import ConfigError
+from core.tasks import TASKS
+from train.config import TrainConfig
 
 INITS = ("pretrained", "random")
-# Frame tasks only: a crop carries one frame's label (clip tasks have no per-frame truth).
-FRAME_TASKS = ("va", "expr", "au")
+
+
+def frame_tasks() -> list[str]:
+    """The tasks a crop can carry a label of: frame-level ones (clip tasks have no per-frame truth)."""
+    return [name for name, task in TASKS.items() if task.level == "frame"]
 
 
 @dataclass(frozen=True)
-class CropRunFields:
+class CropRunFields(DataFields, RunFields):
     """The settings fine-tuning and distillation share: crops, optimisation, augmentation, splits.
 
     Both split and rebalance exactly as stage two does (:meth:`train_config`).
@@ -39,16 +45,13 @@ class CropRunFields:
             brightness factor in ``1 +- brightness``. Training split only.
         rebalance, undersample_cap, va_bins: as ``make train`` (``train.rebalance``), training
             split only: dropped frames are never read.
-        seed: seeds weights, split, rebalancing, sampling and augmentation.
         val_fraction: share of subjects held out when the dataset has no validation split.
         workers: threads that read crops for the next batches (``keras.utils.PyDataset``).
         jit_compile: XLA for the train step (off: on 2 CPU cores it made a fer step 7x slower).
-        runs_dir, run_name: the run folder ``<runs_dir>/<run_name or generated id>/``.
-        verbose: Keras fit verbosity.
+        Other fields: :class:`core.config.DataFields`, :class:`core.config.RunFields`.
     """
 
     crops: str = ""
-    cache_dir: str = "cache"
     batch_size: int = 64
     lr: float = 1e-3
     train_frames: int = 0
@@ -60,13 +63,9 @@ class CropRunFields:
     rebalance: str = "none"
     undersample_cap: float = 1.0
     va_bins: int = 40
-    seed: int = 0
     val_fraction: float = 0.2
     workers: int = 1
     jit_compile: bool = False
-    runs_dir: str = "runs"
-    run_name: str = ""
-    verbose: int = 2
 
     def train_config(self) -> TrainConfig:
         """The stage-two config whose split and rebalancing settings this run shares."""
@@ -76,7 +75,7 @@ class CropRunFields:
 
 
 @dataclass(frozen=True)
-class BackboneTuning:
+class BackboneTuning(DataFields):
     """The backbone being trained and its two phases: what fine-tuning and the joint CNN+RNN share.
 
     Args:
@@ -94,9 +93,7 @@ class BackboneTuning:
         finetune_lr: learning rate after the warm-up (``lr``: during it).
     """
 
-    dataset: str = "synthetic"
-    data_root: str = ""
-    backbone: str = "fer"
+    backbone: str = DEFAULT_BACKBONE
     weights: str = ""
     input_size: tuple = ()
     init: str = "pretrained"
@@ -107,7 +104,7 @@ class BackboneTuning:
 
     def resolved(self):
         """The config with derived defaults filled in (what ``config.json`` records)."""
-        return dataclasses.replace(self, data_root=self.data_root or f"data/{self.dataset}",
+        return dataclasses.replace(self, data_root=self.root(),
                                    input_size=tuple(int(v) for v in self.input_size))
 
 
@@ -118,6 +115,7 @@ class FinetuneConfig(BackboneTuning, CropRunFields):
     Args:
         embedding_dim: 0: the embedding is the backbone's pooled features (layer ``embedding``);
             > 0: a Dense(relu) of that width named ``embedding`` after them (``dropout`` before it).
+        dropout: dropout rate before that Dense layer.
         warmup_epochs: epochs with the backbone frozen (head only, ``lr``). epochs: epochs after
             that with the top ``unfreeze_blocks`` blocks trainable (``finetune_lr``).
         Other fields: :class:`BackboneTuning`, :class:`CropRunFields`.
@@ -163,6 +161,8 @@ class DistillConfig(CropRunFields):
             name under ``runs_dir``. The dataset, data root and task default to the teacher's.
         student: a ``BACKBONES`` name. student_input_size: (H, W, C), empty: the registry default.
         student_weights: local weights file for it. init: ``pretrained`` or ``random``.
+        task: empty: the teacher's (expr or au). dataset, data_root: empty: the teacher's.
+        embedding_dim, dropout: the student's embedding, as in ``FinetuneConfig``.
         temperature: T. alpha: weight of the soft loss (1 - alpha: hard labels).
         embedding_weight: weight of the embedding-matching loss (0: off).
         epochs: training epochs (every student layer trains).
@@ -197,8 +197,8 @@ class DistillConfig(CropRunFields):
         _check_common(self)
         checks = [
             ("init", self.init in INITS, f"must be one of {', '.join(INITS)}"),
-            ("task", self.task in ("expr", "au"), "must be expr or au for distillation (softened class "
-                                                    "outputs); va has no temperature"),
+            ("task", self.task in TASKS and TASKS[self.task].labels.kind in ("class", "multilabel"),
+             "must be a class or multilabel task (softened outputs, e.g. expr or au); va has no temperature"),
             ("temperature", self.temperature > 0, "must be > 0"),
             ("alpha", 0 <= self.alpha <= 1, "must be in [0, 1]"),
             ("embedding_weight", self.embedding_weight >= 0, "must be >= 0"),
@@ -212,9 +212,9 @@ class DistillConfig(CropRunFields):
 def _check_common(cfg) -> None:
     from train.rebalance import REBALANCE
 
-    if cfg.task not in FRAME_TASKS:
+    if cfg.task not in frame_tasks():
         raise ConfigError(f"--task {cfg.task!r}: fine-tuning needs per-frame labels; choose one of: "
-                          f"{', '.join(FRAME_TASKS)}")
+                          f"{', '.join(frame_tasks())}")
     REBALANCE[cfg.rebalance]
     checks = [
         ("batch_size", cfg.batch_size >= 1, "must be >= 1"),

@@ -8,14 +8,14 @@ without a face, and an unannotated frame is never read.
 one batch, augments them (training) and resizes them to the model's input: no epoch ever holds
 more than the batches in flight.
 
-Example:
+Example::
 
->>> train_rows, val_rows, how = split_rows(cfg, table)
->>> train = frame_index(train_rows, TASKS["expr"])
->>> train, dist = rebalanced(train, cfg.train_config())
->>> ds = CropDataset(train, (64, 64, 1), batch_size=64, augment=Augment(), seed=0)
->>> x, y = ds[0]; x.shape, y.shape
-((64, 64, 64, 1), (64, 2))
+    train_rows, val_rows, how = split_rows(cfg, table)
+    train = frame_index(train_rows, TASKS["expr"])
+    train, dist = rebalanced(train, cfg.train_config())
+    ds = CropDataset(train, (64, 64, 1), batch_size=64, augment=Augment(), seed=0)
+    x, y = ds[0]; x.shape, y.shape
+    # ((64, 64, 64, 1), (64, 2))
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from core.tasks import TaskSpec
 from extract.backbones import to_model_input
 from extract.crops import CropStore
 from extract.sources import frame_numbers
@@ -37,8 +38,6 @@ from train.config import TrainConfig
 from train.data import choose_splits
 from train.rebalance import apply_rebalance
 from train.run import label_rows
-from train.tasks import TaskSpec
-
 
 SAVED = "saved:"  # path prefix of a crop in the crops file: saved:<video id>/<row>
 
@@ -73,7 +72,7 @@ class FrameIndex:
         return read_any(path, self.store)
 
     def targets(self) -> np.ndarray:
-        """``[N, C + 1]``: labels and a loss-mask column of ones (``train.tasks`` losses read it)."""
+        """``[N, C + 1]``: labels and a loss-mask column of ones (``core.losses`` read it)."""
         return np.concatenate([self.labels, np.ones((len(self), 1), np.float32)], axis=1)
 
 

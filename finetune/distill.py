@@ -10,17 +10,16 @@ The run folder has the layout of a fine-tuning run (``model.keras`` is a stage-o
 ``make extract BACKBONE=file:<run>/model.keras``) and its ``metrics.json`` puts the student's
 frame-level metric and images per second beside the teacher's.
 
-Example:
+Example::
 
->>> run_dir = run_distill(DistillConfig(teacher="runs/<fine-tuning run>", student="mobilenetv2",
-...                                     student_input_size=(64, 64, 3)))
->>> json.loads((run_dir / "metrics.json").read_text())["teacher"]["img_per_s"]
+    run_dir = run_distill(DistillConfig(teacher="runs/<fine-tuning run>", student="mobilenetv2",
+                                        student_input_size=(64, 64, 3)))
+    json.loads((run_dir / "metrics.json").read_text())["teacher"]["img_per_s"]
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import platform
@@ -32,13 +31,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from evaluate.metrics import MONITOR, json_safe, metrics_from_predictions
+from core.run_folder import RunFolder
+from core.tasks import TASKS
 from finetune.config import DistillConfig
 from finetune.data import Augment, CropDataset, predict_index, predictions_table
 from finetune.model import EMBEDDING_LAYER, build_model, set_trainable
 from finetune.run import FrameScorer, finish_run, load_indexes, open_run
-from train.run import write_json
-from train.tasks import TASKS
 
 log = logging.getLogger(__name__)
 _EPS = 1e-7
@@ -135,7 +133,7 @@ def teacher_dir(cfg: DistillConfig) -> Path:
     if not cfg.teacher:
         cfg.validate()  # names the missing --teacher
     for path in (Path(cfg.teacher), Path(cfg.runs_dir) / cfg.teacher):
-        if (path / "model.keras").is_file():
+        if RunFolder(path).model_path.is_file():
             return path
     raise ValueError(f"--teacher {cfg.teacher}: no model.keras there nor under {cfg.runs_dir}/; pass a fine-tuning "
                      f"run folder (make finetune writes runs/<run id>/model.keras)")
@@ -156,7 +154,8 @@ def images_per_second(model_file: Path, n: int, batch_size: int = 256) -> float:
 def run_distill(cfg: DistillConfig) -> Path:
     """Trains the student and writes its run folder; returns it."""
     teacher_path = teacher_dir(cfg)
-    teacher_cfg = json.loads((teacher_path / "config.json").read_text())
+    teacher_run = RunFolder(teacher_path)
+    teacher_cfg = teacher_run.read_config()
     teacher_crops = teacher_cfg.get("data", {}).get("crops", "cropped_aligned")  # the crops file it read, if any
     cfg = dataclasses.replace(
         cfg, dataset=cfg.dataset or teacher_cfg["dataset"], data_root=cfg.data_root or teacher_cfg["data_root"],
@@ -164,11 +163,11 @@ def run_distill(cfg: DistillConfig) -> Path:
         crops=cfg.crops or ("" if teacher_crops == "cropped_aligned" else teacher_crops),
     ).validate()
     task = TASKS[cfg.task]
-    monitor = f"val_{MONITOR[task.name]}"
+    monitor = f"val_{task.monitor}"
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.seed)
-    teacher = keras.saving.load_model(teacher_path / "model.keras", safe_mode=True, compile=False)
-    layer = (teacher_path / "embedding_layer.txt").read_text().strip()
+    teacher = keras.saving.load_model(teacher_run.model_path, safe_mode=True, compile=False)
+    layer = teacher_run.file("embedding_layer.txt").read_text().strip()
     teacher_outputs = keras.Model(teacher.inputs, [teacher.get_layer(layer).output, teacher.output])
     teacher_size = tuple(teacher.input_shape[1:])
     if teacher.output_shape[-1] != task.outputs:
@@ -198,33 +197,30 @@ def run_distill(cfg: DistillConfig) -> Path:
                              augment=Augment.of(cfg), seed=cfg.seed, frames_per_epoch=cfg.train_frames,
                              workers=cfg.workers)
 
-    run_dir = open_run(cfg, f"distill-{cfg.student}-from-{teacher_path.name}", student, input_size, info, dist,
-                       model_name=f"distill:{cfg.student}", backbone=cfg.student, teacher_run=str(teacher_path),
-                       teacher_input_size=list(teacher_size), teacher_parameters=int(teacher.count_params()))
+    folder = open_run(cfg, f"distill-{cfg.student}-from-{teacher_path.name}", student, input_size, info, dist,
+                      model_name=f"distill:{cfg.student}", backbone=cfg.student, teacher_run=str(teacher_path),
+                      teacher_input_size=list(teacher_size), teacher_parameters=int(teacher.count_params()))
     scorer = FrameScorer(val, input_size, cfg.batch_size, task, task.make_loss(cfg.train_config()), model=student,
                          workers=cfg.workers)
-    callbacks = [scorer, SaveBest(student, run_dir / "model.keras", monitor),
-                 keras.callbacks.CSVLogger(str(run_dir / "history.csv"))]
+    callbacks = [scorer, SaveBest(student, folder.model_path, monitor),
+                 keras.callbacks.CSVLogger(str(folder.history_path))]
     trainer.fit(dataset, epochs=cfg.epochs, callbacks=callbacks, verbose=cfg.verbose)
-    if not (run_dir / "model.keras").exists():
-        log.warning("%s was never finite: saving the last epoch's student", monitor)
-        student.save(run_dir / "model.keras")
-    finish_run(run_dir, scorer, monitor)
 
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    teacher_pred = predict_index(teacher, val, teacher_size, cfg.batch_size, cfg.workers)
-    teacher_metrics = metrics_from_predictions(predictions_table(val, teacher_pred), task.name)
-    metrics["img_per_s"] = images_per_second(run_dir / "model.keras", cfg.bench_images)
-    metrics["parameters"] = int(student.count_params())
-    metrics["teacher"] = {
-        "run": str(teacher_path), **{k: teacher_metrics[k] for k in (MONITOR[task.name], "accuracy") if k in teacher_metrics},
-        "img_per_s": images_per_second(teacher_path / "model.keras", cfg.bench_images),
-        "parameters": int(teacher.count_params()), "input_size": list(teacher_size)}
-    metrics["bench"] = f"{keras.backend.backend()} backend, {platform.machine()} host with {os.cpu_count()} cores, " \
-                       f"batch 256, {cfg.bench_images} images"
-    write_json(run_dir / "metrics.json", json_safe(metrics))
-    log.info("student %s: %s %.4f at %.0f img/s; teacher: %.4f at %.0f img/s", cfg.student, MONITOR[task.name],
-             metrics[MONITOR[task.name]], metrics["img_per_s"], metrics["teacher"][MONITOR[task.name]],
+    def against_teacher(best) -> dict:
+        teacher_pred = predict_index(teacher, val, teacher_size, cfg.batch_size, cfg.workers)
+        teacher_metrics = task.metrics(predictions_table(val, teacher_pred))
+        return {
+            "img_per_s": images_per_second(folder.model_path, cfg.bench_images),
+            "parameters": int(student.count_params()),
+            "teacher": {"run": str(teacher_path),
+                        **{k: teacher_metrics[k] for k in (task.monitor, "accuracy") if k in teacher_metrics},
+                        "img_per_s": images_per_second(teacher_run.model_path, cfg.bench_images),
+                        "parameters": int(teacher.count_params()), "input_size": list(teacher_size)},
+            "bench": f"{keras.backend.backend()} backend, {platform.machine()} host with {os.cpu_count()} cores, "
+                     f"batch 256, {cfg.bench_images} images"}
+
+    metrics = finish_run(folder, student, scorer, monitor, extra=against_teacher)
+    log.info("student %s: %s %.4f at %.0f img/s; teacher: %.4f at %.0f img/s", cfg.student, task.monitor,
+             metrics[task.monitor], metrics["img_per_s"], metrics["teacher"][task.monitor],
              metrics["teacher"]["img_per_s"])
-    return run_dir
-
+    return folder.path

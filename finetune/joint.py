@@ -13,11 +13,10 @@ embeddings), then ``epochs`` with its top ``unfreeze_blocks`` blocks trainable.
 The run folder is a stage-two run folder (docs/run_format.md) whose ``model`` is
 ``joint-<model>``, so ``make report`` puts it beside the two-stage runs of the same backbone.
 
-Example:
+Example::
 
->>> run_dir = run_joint(JointConfig(dataset="synthetic", backbone="fer", task="expr", seq_len=16))
->>> json.loads((run_dir / "metrics.json").read_text())["model"]
-'joint-gru'
+    run_dir = run_joint(JointConfig(dataset="synthetic", backbone="fer", task="expr", seq_len=16))
+    json.loads((run_dir / "metrics.json").read_text())["model"]   # 'joint-gru'
 """
 
 from __future__ import annotations
@@ -33,17 +32,16 @@ import keras
 import numpy as np
 import pandas as pd
 
-from evaluate.metrics import MONITOR, json_safe, metrics_from_predictions
+from core.registry import ConfigError
+from core.tasks import TASKS, TaskSpec
 from extract.backbones import to_model_input
-from finetune.config import FRAME_TASKS, BackboneTuning, CropRunFields, _raise_first
+from finetune.config import BackboneTuning, CropRunFields, _raise_first, frame_tasks
 from finetune.data import Augment, labelled_crops, read_any, saved_crops, split_rows
 from finetune.model import EMBEDDING_LAYER, build_model
 from finetune.run import fit_in_phases, open_run
-from train.config import ConfigError, TrainConfig
+from train.config import TrainConfig
 from train.data import SplitData, predict_split, predictions_table, train_windows, window_rows
 from train.rebalance import apply_rebalance
-from train.run import write_json
-from train.tasks import TASKS, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +83,7 @@ class JointConfig(BackboneTuning, CropRunFields):
                               f"{', '.join(sorted(BACKBONES))}")
         MODELS[self.model]  # unknown names raise, listing the valid ones
         checks = [
-            ("task", self.task in FRAME_TASKS, f"must be one of {', '.join(FRAME_TASKS)} (per-frame labels)"),
+            ("task", self.task in frame_tasks(), f"must be one of {', '.join(frame_tasks())} (per-frame labels)"),
             ("seq_len", self.seq_len >= 2, "must be >= 2"),
             ("layers", self.layers >= 1, "must be >= 1"),
             ("units", self.units >= 1, "must be >= 1"),
@@ -206,10 +204,10 @@ class ClipScorer(keras.callbacks.Callback):
 
     def score(self, model: keras.Model) -> tuple[dict, pd.DataFrame]:
         table = predictions_table(self.split, self.predict(model))
-        return metrics_from_predictions(table, self.split.task.name, f"joint-{self.cfg.model}"), table
+        return self.split.task.metrics(table, f"joint-{self.cfg.model}"), table
 
     def on_epoch_end(self, epoch, logs=None):
-        metric = MONITOR[self.split.task.name]
+        metric = self.split.task.monitor
         logs[f"val_{metric}"] = self.score(self.model)[0][metric]
 
 
@@ -217,7 +215,7 @@ def run_joint(cfg: JointConfig, table: pd.DataFrame | None = None) -> Path:
     """Trains the joint model and writes a stage-two run folder; returns it."""
     cfg = cfg.resolved().validate()
     task = TASKS[cfg.task]
-    monitor = f"val_{MONITOR[task.name]}"
+    monitor = f"val_{task.monitor}"
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.seed)
     train_rows, val_rows, how = split_rows(cfg, table)
@@ -235,28 +233,14 @@ def run_joint(cfg: JointConfig, table: pd.DataFrame | None = None) -> Path:
     info = {"split": how, "crops": str(store.path) if store else "cropped_aligned",
             "train_samples": len(train_rows), "train_frames": train.n_frames, "train_windows": len(sample),
             "validation_samples": len(val_rows), "validation_frames": val.n_frames}
-    run_dir = open_run(cfg, f"{cfg.backbone}-{cfg.task}-joint-{cfg.model}-{cfg.rebalance}", model, input_size, info,
-                       dist, model_name=f"joint-{cfg.model}", rnn=cfg.model)
+    folder = open_run(cfg, f"{cfg.backbone}-{cfg.task}-joint-{cfg.model}-{cfg.rebalance}", model, input_size, info,
+                      dist, model_name=f"joint-{cfg.model}", rnn=cfg.model)
     log.info("joint %s on %s: %d training clips of %d frames; run folder %s", cfg.model, cfg.backbone,
-             len(sample), cfg.seq_len, run_dir)
+             len(sample), cfg.seq_len, folder.path)
 
     scorer = ClipScorer(val, val_paths, store, cfg, input_size)
-    callbacks = [scorer,
-                 keras.callbacks.ModelCheckpoint(str(run_dir / "model.keras"), monitor=monitor, mode="max",
-                                                 save_best_only=True),
-                 keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True)]
     loss = task.make_loss(cfg.train_config())
-    fit_in_phases(model, frame_model, dataset, cfg, loss, callbacks)
-    if not (run_dir / "model.keras").exists():
-        log.warning("%s was never finite: saving the last epoch's model", monitor)
-        model.save(run_dir / "model.keras")
-    best = keras.saving.load_model(run_dir / "model.keras", safe_mode=True, compile=False)
-    metrics, predictions = scorer.score(best)
-    predictions.to_csv(run_dir / "predictions_validation.csv", index=False)
-    history = pd.read_csv(run_dir / "history.csv")
-    scores = history[monitor].to_numpy(float) if monitor in history else np.array([])
-    metrics["epochs_run"] = int(len(history))
-    metrics["best_epoch"] = int(np.nanargmax(scores)) if np.isfinite(scores).any() else -1
-    write_json(run_dir / "metrics.json", json_safe(metrics))
-    log.info("%s: %s", run_dir, json.dumps({k: v for k, v in metrics.items() if isinstance(v, float)}))
-    return run_dir
+    fit_in_phases(model, frame_model, dataset, cfg, loss, [scorer, *folder.callbacks(monitor, append=True)])
+    metrics = folder.finish(model, monitor, scorer.score)
+    log.info("%s: %s", folder.path, json.dumps({k: v for k, v in metrics.items() if isinstance(v, float)}))
+    return folder.path

@@ -9,12 +9,12 @@ global average pooling -> [dropout -> Dense(relu)] ``embedding`` -> ``head`` (th
 ``head`` is the last layer and reads ``embedding`` directly, so ``BACKBONE=file:<model.keras>``
 picks ``embedding`` by default (extract takes the layer that feeds the last one).
 
-Example:
+Example::
 
->>> model = build_model("fer", (), "pretrained", "", TASKS["expr"], embedding_dim=0, dropout=0.0, seed=0)
->>> [layer.name for layer in model.layers][-2:]
-['embedding', 'head']
->>> set_trainable(model, blocks=2, train_batchnorm=False)  # the top two blocks of the backbone
+    model = build_model("fer", (), "pretrained", "", TASKS["expr"], embedding_dim=0, dropout=0.0, seed=0)
+    [layer.name for layer in model.layers][-2:]
+    # ['embedding', 'head']
+    set_trainable(model, blocks=2, train_batchnorm=False)  # the top two blocks of the backbone
 """
 
 from __future__ import annotations
@@ -24,47 +24,18 @@ import random
 import keras
 import numpy as np
 
+from core.tasks import TaskSpec
 from extract.backbones import BACKBONES
-from train.tasks import TaskSpec
 
 EMBEDDING_LAYER = "embedding"
 BACKBONE_LAYER = "backbone"
 RANDOM_INIT_BN_MOMENTUM = 0.9
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-
-def _rescale(scale: float, offset: float):
-    return lambda: [keras.layers.Rescaling(scale, offset, name="preprocess")]
-
-
-def _caffe():
-    """RGB -> BGR minus the ImageNet mean, as a frozen 1x1 convolution (a stock, serialisable layer)."""
-    conv = keras.layers.Conv2D(3, 1, trainable=False, name="preprocess")
-    conv.build((None, None, None, 3))
-    kernel = np.zeros((1, 1, 3, 3), np.float32)
-    for out, src in enumerate((2, 1, 0)):
-        kernel[0, 0, src, out] = 1.0
-    conv.set_weights([kernel, -np.asarray(_CAFFE_MEAN_BGR, np.float32)])
-    return [conv]
-
-
-# The registry backbones' preprocessing (extract.backbones.BACKBONES[...].preprocessing) as layers.
-# A backbone added to BACKBONES needs one entry here to be fine-tuned.
-PREPROCESSING = {
-    "fer": _rescale(2.0 / 255.0, -1.0),
-    "mobilenetv2": _rescale(1.0 / 127.5, -1.0),
-    "efficientnetb0": list,  # the application rescales and normalises inside
-    "resnet50": _caffe,
-    "vgg16": _caffe,
-}
-
-
 def build_model(backbone: str, input_size: tuple, init: str, weights: str, task: TaskSpec,
                 embedding_dim: int, dropout: float, seed: int) -> keras.Model:
     """The classifier/regressor to fine-tune (see the module doc for its layers).
 
     Args:
-        backbone: a ``BACKBONES`` name with a ``PREPROCESSING`` entry.
+        backbone: a ``BACKBONES`` name whose entry has ``preprocess_layers``.
         input_size: (H, W, C) for resizable backbones; empty: the registry default.
         init: ``pretrained`` (the registry's weights, or ``weights``) or ``random`` (re-initialised
             from ``seed``, BatchNormalization momentum at most ``RANDOM_INIT_BN_MOMENTUM``).
@@ -77,10 +48,11 @@ def build_model(backbone: str, input_size: tuple, init: str, weights: str, task:
     Returns:
         A Functional model taking float32 pixels 0..255, with the backbone frozen.
     """
-    if backbone not in PREPROCESSING:
-        raise ValueError(f"backbone '{backbone}' has no preprocessing layers in finetune.model.PREPROCESSING; "
-                         f"fine-tunable: {', '.join(sorted(PREPROCESSING))}")
     spec = BACKBONES[backbone]
+    if spec.preprocess_layers is None:
+        tunable = sorted(n for n, b in BACKBONES.items() if b.preprocess_layers is not None)
+        raise ValueError(f"backbone '{backbone}' has no preprocess_layers in its extract.backbones.BACKBONES entry; "
+                         f"fine-tunable: {', '.join(tunable)}")
     built = spec.builder(weights=weights or None, seed=seed, input_size=tuple(input_size) or None)
     features = keras.Model(built.model.inputs, built.model.get_layer(built.embedding_layer).output,
                            name=BACKBONE_LAYER)
@@ -96,7 +68,7 @@ def build_model(backbone: str, input_size: tuple, init: str, weights: str, task:
                     layer.momentum = min(layer.momentum, RANDOM_INIT_BN_MOMENTUM)
         inputs = keras.Input(shape=tuple(built.input_size), dtype="float32", name="pixels")
         x = inputs
-        for layer in PREPROCESSING[backbone]():
+        for layer in spec.preprocess_layers():
             x = layer(x)
         x = features(x)
         if embedding_dim:

@@ -9,16 +9,14 @@ metrics of that model) and ``embedding_layer.txt`` (the layer ``file:`` loading 
 
 puts the fine-tuned embeddings in the feature cache.
 
-Example:
+Example::
 
->>> run_dir = run_finetune(FinetuneConfig(dataset="synthetic", backbone="fer", task="expr"))
->>> (run_dir / "embedding_layer.txt").read_text().strip()
-'embedding'
+    run_dir = run_finetune(FinetuneConfig(dataset="synthetic", backbone="fer", task="expr"))
+    (run_dir / "embedding_layer.txt").read_text().strip()   # 'embedding'
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -27,15 +25,23 @@ import keras
 import numpy as np
 import pandas as pd
 
-from evaluate.metrics import MONITOR, json_safe, metrics_from_predictions
+from core import run_folder as rf
+from core.run_folder import RunFolder
+from core.tasks import TASKS, TaskSpec
 from finetune.config import FinetuneConfig
 from finetune.data import (
-    Augment, CropDataset, FrameIndex, frame_index, predict_index, predictions_table, rebalanced, sample_frames,
-    saved_crops, split_rows,
+    Augment,
+    CropDataset,
+    FrameIndex,
+    frame_index,
+    predict_index,
+    predictions_table,
+    rebalanced,
+    sample_frames,
+    saved_crops,
+    split_rows,
 )
 from finetune.model import build_model, set_trainable
-from train.run import make_run_dir, write_json
-from train.tasks import TASKS, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +64,7 @@ class FrameScorer(keras.callbacks.Callback):
     def score(self, model: keras.Model) -> tuple[float, dict, np.ndarray]:
         pred = predict_index(model, self.index, self.input_size, self.batch_size, self.workers)
         loss = float(keras.ops.convert_to_numpy(self.loss(self.index.targets(), pred)))
-        return loss, metrics_from_predictions(predictions_table(self.index, pred), self.task.name), pred
+        return loss, self.task.metrics(predictions_table(self.index, pred)), pred
 
     def on_epoch_end(self, epoch, logs=None):
         loss, metrics, _ = self.score(self.scored or self.model)
@@ -91,7 +97,7 @@ def run_finetune(cfg: FinetuneConfig, table: pd.DataFrame | None = None) -> Path
     """
     cfg = cfg.resolved().validate()
     task = TASKS[cfg.task]
-    monitor = f"val_{MONITOR[task.name]}"
+    monitor = f"val_{task.monitor}"
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.seed)
     train, val, dist, info = load_indexes(cfg, task, table)
@@ -102,23 +108,15 @@ def run_finetune(cfg: FinetuneConfig, table: pd.DataFrame | None = None) -> Path
     loss = task.make_loss(cfg.train_config())
     dataset = CropDataset(train, input_size, cfg.batch_size, Augment.of(cfg), seed=cfg.seed,
                           frames_per_epoch=cfg.train_frames, workers=cfg.workers)
-    run_dir = open_run(cfg, f"finetune-{cfg.backbone}-{cfg.task}-{cfg.rebalance}", model, input_size, info, dist,
-                       model_name=f"finetune:{cfg.backbone}")
-
-    callbacks = [
-        FrameScorer(val, input_size, cfg.batch_size, task, loss, workers=cfg.workers),
-        keras.callbacks.ModelCheckpoint(str(run_dir / "model.keras"), monitor=monitor, mode="max",
-                                        save_best_only=True),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-    ]
-    fit_in_phases(model, model, dataset, cfg, loss, callbacks)
-    if not (run_dir / "model.keras").exists():
-        log.warning("%s was never finite: saving the last epoch's model", monitor)
-        model.save(run_dir / "model.keras")
-    return finish_run(run_dir, callbacks[0], monitor)
+    folder = open_run(cfg, f"finetune-{cfg.backbone}-{cfg.task}-{cfg.rebalance}", model, input_size, info, dist,
+                      model_name=f"finetune:{cfg.backbone}")
+    scorer = FrameScorer(val, input_size, cfg.batch_size, task, loss, workers=cfg.workers)
+    fit_in_phases(model, model, dataset, cfg, loss, [scorer, *folder.callbacks(monitor, append=True)])
+    finish_run(folder, model, scorer, monitor)
+    return folder.path
 
 
-def open_run(cfg, name: str, model: keras.Model, input_size: tuple, info: dict, dist: dict, **extra) -> Path:
+def open_run(cfg, name: str, model: keras.Model, input_size: tuple, info: dict, dist: dict, **extra) -> RunFolder:
     """Makes the run folder and writes ``config.json`` (the resolved config, versions, data counts,
     ``extra``) and ``label_distribution.json``; returns the folder.
 
@@ -128,14 +126,11 @@ def open_run(cfg, name: str, model: keras.Model, input_size: tuple, info: dict, 
         extra: more config keys; ``model_name`` becomes ``model``, what the report groups by.
     """
     folder = cfg.run_name or f"{cfg.dataset}-{name}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = make_run_dir(cfg.runs_dir, folder)
+    run = RunFolder.create(cfg.runs_dir, folder)
     extra["model"] = extra.pop("model_name")
-    write_json(run_dir / "config.json", {
-        **dataclasses.asdict(cfg), **extra, "keras_version": keras.__version__, "backend": keras.backend.backend(),
-        "model_input_size": list(input_size), "data": info, "parameters": int(model.count_params())})
-    write_json(run_dir / "label_distribution.json", dist)
-    log.info("run folder %s", run_dir)
-    return run_dir
+    run.start(cfg, **extra, model_input_size=list(input_size), data=info, parameters=int(model.count_params()))
+    run.write_distribution(dist)
+    return run
 
 
 def fit_in_phases(model: keras.Model, frame_model: keras.Model, dataset, cfg, loss, callbacks: list) -> None:
@@ -158,21 +153,20 @@ def fit_in_phases(model: keras.Model, frame_model: keras.Model, dataset, cfg, lo
         done += epochs
 
 
-def finish_run(run_dir: Path, scorer: FrameScorer, monitor: str) -> Path:
+def finish_run(folder: RunFolder, model: keras.Model, scorer: FrameScorer, monitor: str, extra=None) -> dict:
     """Scores the saved best model, writes predictions, metrics and ``embedding_layer.txt``."""
     from extract.backbones import FILE_PREFIX, load_backbone
 
-    best = keras.saving.load_model(run_dir / "model.keras", safe_mode=True, compile=False)
-    _, metrics, pred = scorer.score(best)
-    predictions_table(scorer.index, pred).to_csv(run_dir / "predictions_validation.csv", index=False)
-    history = pd.read_csv(run_dir / "history.csv")
-    scores = history[monitor].to_numpy(float) if monitor in history else np.array([])
-    metrics["epochs_run"] = int(len(history))
-    metrics["best_epoch"] = int(np.nanargmax(scores)) if np.isfinite(scores).any() else -1
-    # The layer stage one picks by default for this file (extract/backbone_models.build_file_model).
-    layer = load_backbone(FILE_PREFIX + str(run_dir / "model.keras")).embedding_layer
-    (run_dir / "embedding_layer.txt").write_text(layer + "\n")
-    metrics["embedding_layer"] = layer
-    write_json(run_dir / "metrics.json", json_safe(metrics))
-    log.info("%s: frame-level %s = %.4f", run_dir.name, monitor[4:], metrics[monitor[4:]])
-    return run_dir
+    def score(best):
+        _, metrics, pred = scorer.score(best)
+        return metrics, predictions_table(scorer.index, pred)
+
+    def embedding_layer(best):
+        # The layer stage one picks by default for this file (extract/backbone_models.build_file_model).
+        layer = load_backbone(FILE_PREFIX + str(folder.model_path)).embedding_layer
+        folder.file(rf.EMBEDDING_LAYER).write_text(layer + "\n")
+        return {"embedding_layer": layer, **(extra(best) if extra else {})}
+
+    metrics = folder.finish(model, monitor, score, extra=embedding_layer)
+    log.info("%s: frame-level %s = %.4f", folder.name, monitor[4:], metrics[monitor[4:]])
+    return metrics

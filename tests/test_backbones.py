@@ -234,6 +234,7 @@ def test_bfloat16_precision_is_mixed_and_returns_float32(fer):
     assert not np.array_equal(out, reference)
 
 
+@pytest.mark.slow
 def test_random_init_warns_and_is_reproducible(caplog):
     with caplog.at_level(logging.WARNING, logger="extract.backbone_models"):
         first = load_backbone("mobilenetv2", input_size=SMALL_RGB, batch_size=2)
@@ -250,6 +251,7 @@ def test_random_init_warns_and_is_reproducible(caplog):
     assert not np.allclose(first.embed(images), other.embed(images), rtol=1e-2, atol=0)
 
 
+@pytest.mark.slow
 def test_application_weights_file_round_trip(tmp_path, caplog):
     keras.utils.set_random_seed(7)
     source = keras.applications.MobileNetV2(
@@ -373,6 +375,7 @@ print(keras.backend.backend())
 """
 
 
+@pytest.mark.slow
 def test_tensorflow_and_jax_backends_give_the_same_fer_embeddings(tmp_path):
     images = _crops(10, (64, 64, 1))
     np.save(tmp_path / "images.npy", images)

@@ -20,6 +20,8 @@ from bench.common import child_pids, repeat_clip, vm_hwm_mb
 from bench.report import TABLE, check, flat_checks, format_checks, shared_core_ceiling
 from extract.cache import CacheReader
 
+pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
+
 MEDIA = Path(__file__).parent / "media"
 
 ISSUE_KEYS = ("decode_fps", "decode_detect_fps", "backbone_img_s", "end_to_end_fps", "naive_fps", "peak_rss_mb",

@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 
 from extract.cache import (
-    FORMAT_VERSION, CacheError, CacheMeta, CacheReader, VideoWriter, cache_path, finished_shards,
-    merge_shards, parts_dir_for,
+    FORMAT_VERSION,
+    CacheError,
+    CacheMeta,
+    CacheReader,
+    VideoWriter,
+    cache_path,
+    finished_shards,
+    merge_shards,
+    parts_dir_for,
 )
 
 META = CacheMeta(backbone="fer", embedding_dim=8, input_size=(64, 64, 1), preprocessing="x/127.5-1",

@@ -91,7 +91,7 @@ def test_au_confusion(tmp_path):
 
 
 def test_confusion_refuses_regression_tasks_and_missing_columns(tmp_path):
-    with pytest.raises(ValueError, match="no confusion matrix for task 'va'; tasks with one: expr, clip, au"):
+    with pytest.raises(ValueError, match="no confusion matrix for task 'va'; tasks with one: expr, au, clip"):
         write_confusion(pd.DataFrame(), "va", tmp_path)
     df = _class_table(EXPR_CLASSES).drop(columns=["pred"])
     with pytest.raises(ValueError, match=r"lacks columns \['pred'\]; see docs/run_format.md"):

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.tasks import TASKS
 from data_manifests.loader import load_dataset, samples
 from data_manifests.synthetic import generate
 from extract.__main__ import main as extract_main
@@ -18,7 +19,8 @@ from extract.sources import iter_video
 from finetune.config import FinetuneConfig
 from finetune.data import CropDataset, frame_index, saved_crops, split_rows
 from finetune.run import load_indexes, run_finetune
-from train.tasks import TASKS
+
+pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +28,9 @@ def raw(tmp_path_factory):
     """Four synthetic videos, every one also as a raw mp4; the crops of two runs."""
     root = tmp_path_factory.mktemp("crops")
     generate(root / "data", seed=5, n_clips=4, min_frames=30, max_frames=40, raw_videos=4)
-    summary = run_extract(ExtractConfig(dataset="synthetic", data_root=str(root / "data"), cache_dir=str(root / "cache"),
-                                        input="video", save_crops=True, workers=2, batch=64))
+    cfg = ExtractConfig(dataset="synthetic", data_root=str(root / "data"), cache_dir=str(root / "cache"),
+                        input="video", save_crops=True, workers=2, batch=64)
+    summary = run_extract(cfg)
     return root, summary
 
 

@@ -14,6 +14,8 @@ from extract.pipeline import ExtractConfig, run_extract
 from train.config import TrainConfig
 from train.run import run_training
 
+pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
+
 # The settings of the demo's training runs (Makefile: DEMO_TRAIN).
 DEMO = dict(dataset="synthetic", backbone="fer", task="expr", epochs=15, seq_len=32, seed=0, verbose=0)
 

@@ -19,6 +19,8 @@ from extract.__main__ import main
 from extract.cache import CacheReader, cache_path, finished_shards, parts_dir_for, summary_path
 from extract.pipeline import ExtractConfig, run_extract
 
+pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
+
 MEDIA = Path(__file__).parent / "media"
 REPO = Path(__file__).resolve().parents[1]
 VA_HEADER = "valence,arousal"

@@ -9,16 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.registry import ConfigError
+from core.tasks import TASKS
 from data_manifests.synthetic import generate
 from evaluate.report import collect_runs, comparison_tables
 from finetune.__main__ import main as cli_main
 from finetune.data import Augment
 from finetune.joint import ClipDataset, JointConfig, build_joint, clip_split, run_joint
 from finetune.model import build_model, set_trainable
-from train.config import ConfigError
-from train.data import train_windows
-from train.tasks import TASKS
 from tests.train_helpers import tiny_crop_table
+from train.data import train_windows
+
+pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
 
 SMALL = dict(dataset="synthetic", backbone="fer", task="expr", seq_len=8, layers=1, units=16, warmup_epochs=3,
              epochs=1, batch_size=8, lr=1e-2, finetune_lr=1e-3, unfreeze_blocks=1, stats_frames=64, seed=0, verbose=0)

@@ -11,6 +11,8 @@ from bench.keyframes import MEDIA_VIDEOS, quality
 from extract.faces import Detection
 from extract.keyframes import FaceFlow, KeyframeDetector
 
+pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
+
 MEDIA = Path(__file__).parent / "media"
 SIZE = (240, 320)  # frame height, width
 

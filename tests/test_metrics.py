@@ -1,4 +1,5 @@
-"""evaluate.metrics: CCC against its formula and known values, and scores from a predictions table."""
+"""core.scores and the task entries' scoring: CCC against its formula and known values, and scores
+from a predictions table."""
 
 import math
 
@@ -6,14 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_manifests.schema import AU_NAMES, EXPR_CLASSES, ERI_NAMES
-from evaluate.metrics import (
-    ccc, f1_macro, json_safe, metrics_from_predictions, pearson, prediction_columns,
-)
+from core.scores import ccc, f1_macro, json_safe, pearson
+from core.tasks import TASKS
+from data_manifests.schema import AU_NAMES, ERI_NAMES, EXPR_CLASSES
 
 
 def _ccc_numpy(x, y):
-    # Lin's formula written out with population moments, independently of evaluate.metrics.
+    # Lin's formula written out with population moments, independently of core.scores.
     x, y = np.asarray(x, float), np.asarray(y, float)
     sxy = np.sum((x - x.mean()) * (y - y.mean())) / len(x)
     return 2 * sxy / (np.var(x) + np.var(y) + (x.mean() - y.mean()) ** 2)
@@ -71,7 +71,7 @@ def test_va_metrics_ignore_rows_without_face_or_label():
     valid[5:10] = 0
     df = pd.DataFrame({**_base(40, face, valid), "true_valence": v, "true_arousal": a,
                        "pred_valence": pv, "pred_arousal": pa})
-    m = metrics_from_predictions(df, "va", model="gru")
+    m = TASKS["va"].metrics(df, model="gru")
     keep = slice(10, 40)
     assert m["ccc_valence"] == pytest.approx(_ccc_numpy(v[keep], pv[keep]))
     assert m["ccc_arousal"] == pytest.approx(_ccc_numpy(a[keep], pa[keep]))
@@ -80,7 +80,7 @@ def test_va_metrics_ignore_rows_without_face_or_label():
     assert (m["n_frames"], m["n_no_face"], m["task"], m["model"]) == (30, 5, "va", "gru")
     # Wrecking the excluded rows changes nothing.
     df.loc[:9, "pred_valence"] = -5.0
-    assert metrics_from_predictions(df, "va")["ccc_valence"] == pytest.approx(m["ccc_valence"])
+    assert TASKS["va"].metrics(df)["ccc_valence"] == pytest.approx(m["ccc_valence"])
 
 
 def test_expr_metrics_keys_and_values():
@@ -89,8 +89,8 @@ def test_expr_metrics_keys_and_values():
     probs = np.eye(8)[pred]
     df = pd.DataFrame({**_base(6), "true": true, "pred": pred,
                        **{f"prob_{c}": probs[:, k] for k, c in enumerate(EXPR_CLASSES)}})
-    assert list(df.columns[4:]) == prediction_columns("expr")
-    m = metrics_from_predictions(df, "expr")
+    assert list(df.columns[4:]) == TASKS["expr"].column_names()
+    m = TASKS["expr"].metrics(df)
     assert m["accuracy"] == pytest.approx(3 / 6)
     # classes present in true or pred: 0, 1, 2, 4, 7 -> F1 0.5, 0.5, 1, 0, 0
     assert m["f1_macro"] == pytest.approx(2 / 5)
@@ -109,7 +109,7 @@ def test_au_metrics():
     cols = {**{f"true_{a}": true[:, k] for k, a in enumerate(AU_NAMES)},
             **{f"prob_{a}": pred[:, k] * 0.9 for k, a in enumerate(AU_NAMES)},
             **{f"pred_{a}": pred[:, k] for k, a in enumerate(AU_NAMES)}}
-    m = metrics_from_predictions(pd.DataFrame({**_base(n), **cols}), "au")
+    m = TASKS["au"].metrics(pd.DataFrame({**_base(n), **cols}))
     assert m["f1_AU1"] == pytest.approx(2 / 3) and m["f1_AU2"] == pytest.approx(1.0)
     assert m["f1_AU4"] == 0.0
     assert m["au_f1_mean"] == pytest.approx((2 / 3 + 1) / 12)
@@ -124,7 +124,7 @@ def test_eri_metrics_and_json_safe():
             **{f"pred_{e}": pred[:, k] for k, e in enumerate(ERI_NAMES)}}
     df = pd.DataFrame({**_base(10), **cols})
     df["frame_index"] = 0
-    m = metrics_from_predictions(df, "eri")
+    m = TASKS["eri"].metrics(df)
     assert m["pearson_Adoration"] == pytest.approx(1.0)
     assert math.isnan(m["pearson_Amusement"]) and math.isnan(m["pearson_mean"])
     assert json_safe(m)["pearson_Amusement"] is None
@@ -133,4 +133,4 @@ def test_eri_metrics_and_json_safe():
 def test_missing_column_is_named():
     df = pd.DataFrame({**_base(3), "true_valence": [0.1, 0.2, 0.3]})
     with pytest.raises(ValueError, match=r"lacks columns \['true_arousal'"):
-        metrics_from_predictions(df, "va")
+        TASKS["va"].metrics(df)

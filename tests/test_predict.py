@@ -16,6 +16,8 @@ from tests.train_helpers import random_dataset, write_cache
 from train.config import TrainConfig
 from train.run import run_training
 
+pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
+
 TINY = dict(seq_len=16, stride=8, epochs=2, batch_size=8, layers=1, units=8, jit_compile="off", verbose=0)
 SPLIT_DIRS = {"train": "Train_Set", "validation": "Validation_Set"}
 

@@ -16,15 +16,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from core.tasks import TASKS
 from evaluate.__main__ import main
-from evaluate.metrics import metrics_from_predictions, prediction_columns
 from evaluate.report import build_report, collect_runs, comparison_tables, extraction_table, runs_table
 from extract.cache import CacheReader, summary_path
 from tests.train_helpers import random_dataset
 from train.config import TrainConfig
-from train.rebalance import label_distribution
 from train.run import run_training
-from train.tasks import TASKS
+
+pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXTRACT_SUMMARY = {"frames": 1234, "faces": 1080, "face_hit_rate": 0.8752, "seconds": 3.84, "frames_per_s": 321.5,
@@ -74,7 +74,7 @@ def _series(rng, n, noise):
 def hand_run(runs: Path, task: str, model: str, noise: float, seed: int = 0, rebalance: str = "none",
              cache: str = "", epochs: int = 4) -> Path:
     """A run folder with every file of docs/run_format.md (model.keras aside: the report never reads it),
-    predictions whose quality falls with ``noise`` and metrics computed from them by evaluate.metrics."""
+    predictions whose quality falls with ``noise`` and metrics computed from them by the task entry."""
     rng = np.random.default_rng(seed * 100 + int(noise * 1000))
     cfg = TrainConfig(task=task, model=model, rebalance=rebalance, seed=seed, epochs=epochs).resolved()
     run_dir = runs / f"synthetic-fer-{task}-{model}-{rebalance}-s{seed}-20250101-00000{int(noise * 10)}"
@@ -103,10 +103,10 @@ def hand_run(runs: Path, task: str, model: str, noise: float, seed: int = 0, reb
                     **{f"pred_{c}": pred[:, k] for k, c in enumerate(names)}}
         frames.append(pd.DataFrame({**base, **cols}))
     pred = pd.concat(frames, ignore_index=True)
-    assert list(pred.columns)[4:] == prediction_columns(task)
+    assert list(pred.columns)[4:] == TASKS[task].column_names()
     pred.to_csv(run_dir / "predictions_validation.csv", index=False)
     monitor = TASKS[task].monitor
-    metrics = metrics_from_predictions(pred, task, model)
+    metrics = TASKS[task].metrics(pred, model)
     curve = np.linspace(0.1, metrics[monitor], epochs)
     pd.DataFrame({"epoch": range(epochs), "loss": np.linspace(1.0, 0.4, epochs), f"val_{monitor}": curve,
                   "val_loss": np.linspace(1.1, 0.6, epochs)}).to_csv(run_dir / "history.csv", index=False)
@@ -117,8 +117,8 @@ def hand_run(runs: Path, task: str, model: str, noise: float, seed: int = 0, reb
               else (rng.random((300, len(names))) < 0.3).astype(float))
     keep = rng.random(300) < (0.5 if rebalance != "none" else 1.0)
     dist = {"rebalance": rebalance, "unit": "frames",
-            "before": label_distribution(spec, labels, np.ones(300, bool), 10),
-            "after": label_distribution(spec, labels, keep, 10)}
+            "before": spec.label_distribution(labels, np.ones(300, bool), 10),
+            "after": spec.label_distribution(labels, keep, 10)}
     (run_dir / "label_distribution.json").write_text(json.dumps(dist))
     config = {**dataclasses.asdict(cfg), "keras_version": "3", "backend": "tensorflow", "cache": cache,
               "cache_meta": {"backbone": "fer"}, "data": {"split": "official"}}

@@ -6,13 +6,19 @@ import keras
 import numpy as np
 import pytest
 
+from core.tasks import TASKS
 from extract.cache import CacheReader
 from tests.train_helpers import random_dataset, row, table, write_cache
 from train.data import (
-    WindowDataset, choose_splits, join_by_frame, load_split, predict_split, predictions_table, tiling_windows,
+    WindowDataset,
+    choose_splits,
+    join_by_frame,
+    load_split,
+    predict_split,
+    predictions_table,
+    tiling_windows,
     train_windows,
 )
-from train.tasks import TASKS
 
 
 def test_join_by_frame_matches_numbers_not_positions():

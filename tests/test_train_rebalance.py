@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from train.config import ConfigError, TrainConfig
-from train.rebalance import apply_rebalance, groups_for, undersample, va_hist_keep, va_histogram
-from train.tasks import TASKS
+from core.registry import ConfigError
+from core.task_kinds import va_histogram
+from core.tasks import TASKS
+from train.config import TrainConfig
+from train.rebalance import apply_rebalance, undersample, va_hist_keep
 
 
 def _classes(seed=0):
@@ -76,14 +78,14 @@ def test_au_groups_pick_the_rarest_active_au():
     labels[3, [0, 5]] = 1
     labels[4, [1]] = 1
     eligible = np.array([True, True, True, True, True, False])
-    groups = groups_for(TASKS["au"], labels, eligible)
+    groups = TASKS["au"].rebalance_groups(labels, eligible)
     # positives: AU idx0 4, idx1 3, idx5 1 -> a frame's group is its rarest active AU; none -> 12
     assert groups.tolist() == [1, 0, 1, 5, 1, -1]
 
 
 def test_va_groups_are_quadrants():
     labels = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
-    assert groups_for(TASKS["va"], labels, np.ones(4, bool)).tolist() == [0, 1, 2, 3]
+    assert TASKS["va"].rebalance_groups(labels, np.ones(4, bool)).tolist() == [0, 1, 2, 3]
 
 
 def test_apply_rebalance_reports_before_and_after():

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.tasks import TASKS
 from data_manifests.schema import EXPR_CLASSES
 from extract.cache import CacheReader
 from tests.train_helpers import context_dataset, random_dataset
@@ -19,7 +20,8 @@ from train.__main__ import build_parser, main
 from train.config import TrainConfig
 from train.data import load_split, predict_split
 from train.run import run_training
-from train.tasks import TASKS
+
+pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
 
 TINY = dict(seq_len=16, stride=8, epochs=2, batch_size=8, layers=1, units=8, jit_compile="off", verbose=0)
 
@@ -73,7 +75,8 @@ def test_run_folder_contract(expr_run, expr_data):
     assert pred.loc[pred.sample_id == "v3", "valid"].iloc[:2].tolist() == [0, 0]  # frames with no label row
 
     metrics = json.loads((expr_run / "metrics.json").read_text())
-    assert {"f1_macro", "accuracy", "n_frames", "n_no_face", "task", "model", "epochs_run", "best_epoch"} <= set(metrics)
+    keys = {"f1_macro", "accuracy", "n_frames", "n_no_face", "task", "model", "epochs_run", "best_epoch"}
+    assert keys <= set(metrics)
     assert {f"f1_{c}" for c in EXPR_CLASSES} <= set(metrics)
     assert metrics["n_frames"] == int(((pred.valid == 1) & (pred.face == 1)).sum())
     assert history["val_f1_macro"].max() == pytest.approx(metrics["f1_macro"], abs=1e-9)

@@ -12,6 +12,8 @@ from extract.pipeline import ExtractConfig, run_extract
 from extract.transport import SLOTS, CropRings, RingAttached, RingSender
 from extract.worker import Rows
 
+pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
+
 SHAPE = (4, 8, 8, 3)  # 4 crops of 8x8x3 per message at most
 
 

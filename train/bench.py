@@ -20,10 +20,10 @@ import time
 import keras
 import numpy as np
 
+from core.tasks import TASKS
 from train.config import TrainConfig
 from train.data import SplitData, WindowDataset, train_windows
 from train.models import MODELS, build_model
-from train.tasks import TASKS
 
 
 class _EpochTimer(keras.callbacks.Callback):

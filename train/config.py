@@ -1,9 +1,8 @@
-"""The training configuration and the small registry type that MODELS, TASKS and REBALANCE use.
+"""The training configuration: every setting of one stage-two run, as one frozen dataclass.
 
-A run is fully described by one frozen :class:`TrainConfig`; ``config.json`` in the run folder is
-its ``dataclasses.asdict`` plus the versions and the cache it read.
-
-Example:
+``config.json`` in the run folder is its ``dataclasses.asdict`` plus the versions and the cache it
+read (``core.run_folder``); ``python -m train``'s flags are generated from its fields
+(``core.config.add_fields``).
 
 >>> cfg = TrainConfig(dataset="synthetic", model="gru", task="expr", epochs=5)
 >>> cfg.resolved().data_root
@@ -14,88 +13,35 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Generic, Iterator, TypeVar
 
-T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names the setting and the valid values."""
-
-
-class Registry(Generic[T]):
-    """An ordered name -> entry table whose lookup error lists every valid name.
-
-    Args:
-        kind: what the entries are ("model", "task", ...), used in error messages.
-        flag: the CLI flag (and make variable) that selects an entry.
-
-    Adding an entry is one call: ``MODELS.register("tcn", ModelSpec(...))``.
-    """
-
-    def __init__(self, kind: str, flag: str):
-        self.kind = kind
-        self.flag = flag
-        self._entries: dict[str, T] = {}
-
-    def register(self, name: str, entry: T) -> T:
-        if name in self._entries:
-            raise ConfigError(f"{self.kind} '{name}' is registered twice")
-        self._entries[name] = entry
-        return entry
-
-    def __getitem__(self, name: str) -> T:
-        if name not in self._entries:
-            raise ConfigError(f"unknown {self.kind} '{name}' ({self.flag}); choose one of: {', '.join(self)}")
-        return self._entries[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def items(self):
-        return self._entries.items()
+from core.config import DEFAULT_BACKBONE, DataFields, RunFields
+from core.registry import ConfigError
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(DataFields, RunFields):
     """Every setting of one training run (CLI flags and make variables mirror the field names).
 
     Args:
-        dataset: a name of ``data_manifests.loader.DATASETS`` (DATASET).
-        data_root: where the dataset lives (DATA_ROOT); empty: ``data/<dataset>``.
         backbone: the cache to read, ``<cache_dir>/<dataset>/<backbone>.h5`` (BACKBONE).
         model: a name of ``train.models.MODELS`` (MODEL).
-        task: a name of ``train.tasks.TASKS`` (TASK).
-        cache_dir: CACHE_DIR. runs_dir: RUNS_DIR, where ``<run_id>/`` is written.
+        task: a name of ``core.tasks.TASKS`` (TASK).
         rebalance: a name of ``train.rebalance.REBALANCE`` (REBALANCE); training split only.
         seq_len: frames per window. stride: step between training windows (0: ``seq_len // 2``).
         epochs, batch_size, lr: optimisation (Adam). patience: EarlyStopping epochs without a
             better validation metric.
         layers, units, dropout: model size; dropout sits between layers.
-        seed: seeds Python, NumPy, the backend, window order and rebalancing.
         val_fraction: share of subjects held out when the split column has no validation split.
         undersample_cap: ``undersample`` keeps at most ``cap x`` the rarest class count per class
             (1.0: exactly balanced).
         va_bins: bins per axis of the (valence, arousal) histogram (``va-hist``, va ``undersample``).
         eri_loss: ``mse`` or ``pearson`` (1 - Pearson) for the eri task.
         jit_compile: ``auto``, ``on`` or ``off`` (XLA for the train step).
-        run_name: the run folder name; empty: ``<dataset>-<backbone>-<task>-<model>-<rebalance>-s<seed>-<time>``.
-        verbose: Keras fit verbosity (0, 1, 2).
     """
 
-    dataset: str = "synthetic"
-    data_root: str = ""
-    backbone: str = "fer"
+    backbone: str = DEFAULT_BACKBONE
     model: str = "gru"
     task: str = "expr"
-    cache_dir: str = "cache"
-    runs_dir: str = "runs"
     rebalance: str = "none"
     seq_len: int = 64
     stride: int = 0
@@ -106,27 +52,24 @@ class TrainConfig:
     layers: int = 2
     units: int = 128
     dropout: float = 0.2
-    seed: int = 0
     val_fraction: float = 0.2
     undersample_cap: float = 1.0
     va_bins: int = 40
     eri_loss: str = "mse"
     jit_compile: str = "auto"
-    run_name: str = ""
-    verbose: int = 2
 
     def resolved(self) -> "TrainConfig":
         """The config with derived defaults filled in (what ``config.json`` records)."""
         return dataclasses.replace(
             self,
-            data_root=self.data_root or f"data/{self.dataset}",
+            data_root=self.root(),
             stride=self.stride or max(self.seq_len // 2, 1))
 
     def validate(self) -> "TrainConfig":
         """Checks names against the registries and numbers against their ranges; returns self."""
+        from core.tasks import TASKS
         from train.models import MODELS
         from train.rebalance import REBALANCE
-        from train.tasks import TASKS
 
         MODELS[self.model]
         TASKS[self.task]

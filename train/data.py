@@ -11,14 +11,14 @@ data path costs microseconds per window on any backend (:class:`WindowDataset` i
 Targets are ``[..., C + 1]``: labels (invalid ones replaced by 0 so no loss sees a marker value)
 and the loss mask = annotated AND face found AND kept by rebalancing AND not padding.
 
-Example:
+Example::
 
->>> reader = CacheReader(cache_path("cache", "synthetic", "fer"))
->>> split = load_split(reader, rows[rows.split == "train"], TASKS["expr"])
->>> sample, start = train_windows(split, seq_len=64, stride=32)
->>> ds = WindowDataset(split, sample, start, seq_len=64, batch_size=32, shuffle_seed=0)
->>> x, y = ds[0]; x["embeddings"].shape, x["face"].shape, y.shape
-((32, 64, 128), (32, 64), (32, 64, 2))
+    reader = CacheReader(cache_path("cache", "synthetic", "fer"))
+    split = load_split(reader, rows[rows.split == "train"], TASKS["expr"])
+    sample, start = train_windows(split, seq_len=64, stride=32)
+    ds = WindowDataset(split, sample, start, seq_len=64, batch_size=32, shuffle_seed=0)
+    x, y = ds[0]; x["embeddings"].shape, x["face"].shape, y.shape
+    # ((32, 64, 128), (32, 64), (32, 64, 2))
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit
 
+from core.tasks import TaskSpec
 from extract.cache import CacheReader
-from train.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ embedding, not an outlier) and appends the face flag as one more feature.
 Frame tasks end in a per-frame Dense head ``[B, T, K]``; clip tasks pool the body's outputs over
 the face frames (or, for ``avgpool``, use its pooled vector) into ``[B, K]``.
 
-Example:
+Example::
 
->>> model = build_model(TrainConfig(model="gru", task="expr"), TASKS["expr"], mean, variance)
->>> model({"embeddings": x, "face": f}).shape    # x [4, 64, 128], f [4, 64]
-(4, 64, 8)
+    model = build_model(TrainConfig(model="gru", task="expr"), TASKS["expr"], mean, variance)
+    model({"embeddings": x, "face": f}).shape    # x [4, 64, 128], f [4, 64]
+    # (4, 64, 8)
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from train.config import Registry, TrainConfig
-from train.tasks import TaskSpec
+from core.registry import Registry
+from core.tasks import TaskSpec
+from train.config import TrainConfig
 
 
 @keras.saving.register_keras_serializable(package="train")
@@ -94,11 +95,18 @@ def _mlp(x, cfg: TrainConfig):
 @dataclass(frozen=True)
 class ModelSpec:
     """One MODEL: ``body(x, cfg)`` maps ``[B, T, F]`` to ``[B, T, F']`` or, when ``pooled``, the
-    model averages the window first and ``body`` maps ``[B, F]`` to ``[B, F']``."""
+    model averages the window first and ``body`` maps ``[B, F]`` to ``[B, F']``.
+
+    What the evaluator needs travels with the entry: ``baseline`` (the report compares temporal
+    models against these) and ``context`` (False: each frame is predicted alone, so ``make
+    predict`` copies the nearest face frame's prediction to a face-less frame).
+    """
 
     body: Callable
     pooled: bool
     description: str
+    baseline: bool = False
+    context: bool = True
 
 
 MODELS: Registry[ModelSpec] = Registry("model", "--model / MODEL")
@@ -106,8 +114,16 @@ MODELS.register("gru", ModelSpec(_recurrent(layers.GRU, False), False, "stacked 
 MODELS.register("lstm", ModelSpec(_recurrent(layers.LSTM, False), False, "stacked LSTM"))
 MODELS.register("bigru", ModelSpec(_recurrent(layers.GRU, True), False, "stacked bidirectional GRU"))
 MODELS.register("bilstm", ModelSpec(_recurrent(layers.LSTM, True), False, "stacked bidirectional LSTM"))
-MODELS.register("frame", ModelSpec(_mlp, False, "per-frame MLP, no temporal context (baseline)"))
-MODELS.register("avgpool", ModelSpec(_mlp, True, "mean embedding of the window -> MLP (Kahou et al. 2015 baseline)"))
+MODELS.register("frame", ModelSpec(_mlp, False, "per-frame MLP, no temporal context (baseline)",
+                                   baseline=True, context=False))
+MODELS.register("avgpool", ModelSpec(_mlp, True, "mean embedding of the window -> MLP (Kahou et al. 2015 baseline)",
+                                     baseline=True))
+
+
+def model_spec(name: str) -> ModelSpec | None:
+    """The entry of a run's ``model``: a MODELS name, or ``joint-<name>`` (the end-to-end CNN+RNN
+    built on that entry); None for other names (fine-tuned backbones)."""
+    return MODELS.get(name.removeprefix("joint-"))
 
 
 def build_model(cfg: TrainConfig, task: TaskSpec, mean: np.ndarray, variance: np.ndarray) -> keras.Model:

@@ -9,15 +9,16 @@ unit is a clip: a dropped clip contributes no window.
 
 - ``none``: every annotated training frame with a face counts.
 - ``undersample``: each group keeps at most ``cap x`` the rarest group's count (``cap = 1``:
-  exactly balanced), chosen at random. Groups: the class (expr, clip); for au, the frame's rarest
-  active AU (rarest by training positives) or ``none`` when no AU is active, since a frame carries
+  exactly balanced), chosen at random. The task entry says what a group is
+  (``core.tasks.TaskSpec.grouping``): the class (expr, clip); for au, the frame's rarest active
+  AU (rarest by training positives) or ``none`` when no AU is active, since a frame carries
   several AUs at once; for va, the (valence >= 0, arousal >= 0) quadrant; for eri, the dominant
   (largest) intensity.
-- ``va-hist`` (Rangulov & Fahim 2020, va only): a 2-D (valence, arousal) histogram over
-  ``[-1, 1]^2`` with ``va_bins`` bins per axis; a frame in a cell holding ``k`` frames is kept with
-  probability ``max(0, 1 - k / ref)``, ``ref = (mean + max) / 2`` of the cell counts (empty cells
-  included), so dense cells (near neutral) are thinned and the densest is emptied; frames at
-  exactly (0, 0) are dropped, as in the authors' code.
+- ``va-hist`` (Rangulov & Fahim 2020, tasks whose labels are valence and arousal): a 2-D (valence,
+  arousal) histogram over ``[-1, 1]^2`` with ``va_bins`` bins per axis; a frame in a cell holding
+  ``k`` frames is kept with probability ``max(0, 1 - k / ref)``, ``ref = (mean + max) / 2`` of the
+  cell counts (empty cells included), so dense cells (near neutral) are thinned and the densest is
+  emptied; frames at exactly (0, 0) are dropped, as in the authors' code.
 
 Example:
 
@@ -33,8 +34,10 @@ from typing import Callable
 
 import numpy as np
 
-from train.config import ConfigError, Registry, TrainConfig
-from train.tasks import TaskSpec
+from core.registry import ConfigError, Registry
+from core.task_kinds import va_histogram
+from core.tasks import TaskSpec
+from train.config import TrainConfig
 
 
 def undersample(groups: np.ndarray, seed: int, cap: float = 1.0) -> np.ndarray:
@@ -62,13 +65,6 @@ def undersample(groups: np.ndarray, seed: int, cap: float = 1.0) -> np.ndarray:
     return keep
 
 
-def va_histogram(valence: np.ndarray, arousal: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Counts ``[bins, bins]`` (valence rows, arousal columns) over ``[-1, 1]^2`` and the edges."""
-    edges = np.linspace(-1.0, 1.0, bins + 1)
-    counts, _, _ = np.histogram2d(valence, arousal, bins=[edges, edges])
-    return counts, edges
-
-
 def va_hist_keep(valence: np.ndarray, arousal: np.ndarray, seed: int, bins: int = 40) -> np.ndarray:
     """Rangulov & Fahim (2020): keep with probability ``max(0, 1 - k / ref)`` (see module doc)."""
     valence = np.asarray(valence, np.float64)
@@ -82,49 +78,6 @@ def va_hist_keep(valence: np.ndarray, arousal: np.ndarray, seed: int, bins: int 
     p_keep = np.clip(1.0 - counts[iv, ia] / ref, 0.0, 1.0)
     rng = np.random.default_rng(seed)
     return (rng.random(valence.size) < p_keep) & ~((valence == 0) & (arousal == 0))
-
-
-def groups_for(task: TaskSpec, labels: np.ndarray, eligible: np.ndarray) -> np.ndarray:
-    """The ``undersample`` group of each unit (module doc); ``-1`` where not eligible."""
-    labels = np.asarray(labels, np.float64)
-    if task.labels.kind == "class":
-        groups = labels[:, 0].astype(np.int64)
-    elif task.labels.kind == "multilabel":
-        active = labels > 0.5
-        positives = active[eligible].sum(axis=0)
-        # Rarest AU first; AUs never positive sort last and never win (no frame has them active).
-        rank = np.argsort(positives, kind="stable")
-        by_rank = active[:, rank]
-        groups = np.where(by_rank.any(axis=1), rank[by_rank.argmax(axis=1)], labels.shape[1])
-    elif task.name == "va":
-        groups = (labels[:, 0] >= 0).astype(np.int64) * 2 + (labels[:, 1] >= 0)
-    else:
-        groups = labels.argmax(axis=1)
-    return np.where(eligible, groups, -1)
-
-
-def label_distribution(task: TaskSpec, labels: np.ndarray, mask: np.ndarray, bins: int) -> dict:
-    """Counts of the units in ``mask``: per class, per AU, per quadrant and 2-D histogram (va)."""
-    labels = np.asarray(labels, np.float64)[np.asarray(mask, bool)]
-    names = task.labels.names
-    out: dict = {"units": int(labels.shape[0])}
-    if task.labels.kind == "class":
-        ids = labels[:, 0].astype(np.int64)
-        out["classes"] = {n: int(np.sum(ids == k)) for k, n in enumerate(names)}
-    elif task.labels.kind == "multilabel":
-        out["positives"] = {n: int(np.sum(labels[:, k] > 0.5)) for k, n in enumerate(names)}
-        out["no_active"] = int(np.sum(~(labels > 0.5).any(axis=1)))
-    elif task.name == "va":
-        counts, edges = va_histogram(labels[:, 0], labels[:, 1], bins)
-        quadrant = (labels[:, 0] >= 0).astype(int) * 2 + (labels[:, 1] >= 0)
-        out["quadrants"] = {q: int(np.sum(quadrant == k)) for k, q in
-                            enumerate(("v-a-", "v-a+", "v+a-", "v+a+"))}
-        out["histogram"] = {"edges": edges.round(6).tolist(), "counts": counts.astype(int).tolist()}
-    else:
-        dominant = labels.argmax(axis=1) if labels.size else np.zeros(0, int)
-        out["dominant"] = {n: int(np.sum(dominant == k)) for k, n in enumerate(names)}
-        out["mean"] = {n: float(labels[:, k].mean()) if labels.size else None for k, n in enumerate(names)}
-    return out
 
 
 @dataclass(frozen=True)
@@ -141,11 +94,11 @@ def _none(task, labels, eligible, cfg):
 
 def _undersample(task, labels, eligible, cfg):
     eligible = np.asarray(eligible, bool)
-    return eligible & undersample(groups_for(task, labels, eligible), cfg.seed, cfg.undersample_cap)
+    return eligible & undersample(task.rebalance_groups(labels, eligible), cfg.seed, cfg.undersample_cap)
 
 
 def _va_hist(task, labels, eligible, cfg):
-    if task.name != "va":
+    if not task.circumplex:
         raise ConfigError(f"--rebalance va-hist works on valence/arousal labels (--task va), not --task {task.name}; "
                           f"use undersample or none")
     eligible = np.asarray(eligible, bool)
@@ -163,10 +116,12 @@ REBALANCE.register("va-hist", RebalanceSpec(
     _va_hist, "Rangulov & Fahim 2020: thin dense (valence, arousal) histogram cells (task va)"))
 
 
-def apply_rebalance(cfg: TrainConfig, task: TaskSpec, labels: np.ndarray, eligible: np.ndarray) -> tuple[np.ndarray, dict]:
+def apply_rebalance(
+    cfg: TrainConfig, task: TaskSpec, labels: np.ndarray, eligible: np.ndarray
+) -> tuple[np.ndarray, dict]:
     """Runs ``cfg.rebalance``; returns the kept mask and ``{"before", "after", ...}`` distributions."""
     keep = REBALANCE[cfg.rebalance].keep(task, labels, eligible, cfg)
-    dist = {"rebalance": cfg.rebalance, "unit": "frames" if task.level == "frame" else "clips",
-            "before": label_distribution(task, labels, eligible, cfg.va_bins),
-            "after": label_distribution(task, labels, keep, cfg.va_bins)}
+    dist = {"rebalance": cfg.rebalance, "unit": task.unit,
+            "before": task.label_distribution(labels, eligible, cfg.va_bins),
+            "after": task.label_distribution(labels, keep, cfg.va_bins)}
     return keep, dist

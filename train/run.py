@@ -5,12 +5,12 @@ epoch by :class:`ValidationScorer` from per-frame predictions that tile every va
 (each frame predicted once), with the same code that writes ``metrics.json``, so the checkpoint
 picks the epoch that the report will score.
 
-Example:
+Example::
 
->>> run_dir = run_training(TrainConfig(dataset="synthetic", model="gru", task="expr", epochs=5))
->>> sorted(p.name for p in run_dir.iterdir())
-['config.json', 'history.csv', 'label_distribution.json', 'logs', 'metrics.json', 'model.keras',
- 'predictions_validation.csv']
+    run_dir = run_training(TrainConfig(dataset="synthetic", model="gru", task="expr", epochs=5))
+    sorted(p.name for p in run_dir.iterdir())
+    # ['config.json', 'history.csv', 'label_distribution.json', 'logs', 'metrics.json', 'model.keras',
+     # 'predictions_validation.csv']
 """
 
 from __future__ import annotations
@@ -24,19 +24,24 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 import pandas as pd
 
-from evaluate.metrics import json_safe, metrics_from_predictions
+from core.run_folder import RunFolder
+from core.tasks import TASKS, TaskSpec
 from extract.cache import CacheReader, cache_path
 from train.config import TrainConfig
 from train.data import (
-    SplitData, WindowDataset, choose_splits, embedding_stats, load_split, predict_split, predictions_table,
+    SplitData,
+    WindowDataset,
+    choose_splits,
+    embedding_stats,
+    load_split,
+    predict_split,
+    predictions_table,
     train_windows,
 )
 from train.models import build_model
 from train.rebalance import apply_rebalance
-from train.tasks import TASKS, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,7 @@ class ValidationScorer(keras.callbacks.Callback):
     def score(self, model: keras.Model) -> tuple[float, dict]:
         pred = predict_split(model, self.split, self.cfg.seq_len, self.cfg.batch_size)
         loss = float(keras.ops.convert_to_numpy(self._loss(self._targets, pred)))
-        metrics = metrics_from_predictions(predictions_table(self.split, pred), self.task.name, self.cfg.model)
+        metrics = self.task.metrics(predictions_table(self.split, pred), self.cfg.model)
         return loss, metrics
 
     def on_epoch_end(self, epoch, logs=None):
@@ -79,24 +84,6 @@ def run_id(cfg: TrainConfig) -> str:
             f"{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def make_run_dir(runs_dir: str | Path, name: str) -> Path:
-    """Creates ``<runs_dir>/<name>``; never reuses one (a second run in the same second gets ``-2``)."""
-    base = Path(runs_dir) / name
-    base.parent.mkdir(parents=True, exist_ok=True)
-    for k in range(1, 1000):
-        path = base if k == 1 else base.with_name(f"{base.name}-{k}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"{base}: 999 runs with this name exist; choose another --run-name")
-
-
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
 def label_rows(cfg, table: pd.DataFrame | None) -> pd.DataFrame:
     """The rows of ``cfg.task`` in the dataset table (loaded from ``cfg.data_root`` when None)."""
     if table is None:
@@ -111,17 +98,16 @@ def label_rows(cfg, table: pd.DataFrame | None) -> pd.DataFrame:
     return rows
 
 
-def _callbacks(run_dir: Path, scorer: ValidationScorer, cfg: TrainConfig, monitor: str) -> list:
+def _callbacks(folder: RunFolder, scorer: ValidationScorer, cfg: TrainConfig, monitor: str) -> list:
     callbacks = [
         scorer,  # first: the callbacks below read the val_ keys it adds to the logs
-        keras.callbacks.ModelCheckpoint(str(run_dir / "model.keras"), monitor=monitor, mode="max", save_best_only=True),
+        *folder.callbacks(monitor),
         keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
     ]
     if importlib.util.find_spec("tensorflow") is not None:  # Keras writes TensorBoard events with tf.summary
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False))
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(folder.logs_dir), write_graph=False))
     else:
-        log.warning("tensorflow is not installed: no TensorBoard logs in %s", run_dir / "logs")
+        log.warning("tensorflow is not installed: no TensorBoard logs in %s", folder.logs_dir)
     return callbacks
 
 
@@ -173,36 +159,26 @@ def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
     model.compile(optimizer=keras.optimizers.Adam(cfg.lr), loss=task.make_loss(cfg),
                   jit_compile={"auto": "auto", "on": True, "off": False}[cfg.jit_compile])
 
-    run_dir = make_run_dir(cfg.runs_dir, run_id(cfg))
-    write_json(run_dir / "config.json", {
-        **dataclasses.asdict(cfg), "keras_version": keras.__version__, "backend": keras.backend.backend(),
-        "cache": str(reader.path), "cache_meta": dataclasses.asdict(reader.meta),
-        "data": {"split": how, "train": train_info, "validation": val_info, "train_windows": int(len(sample)),
-                 "embedding_dim": int(mean.shape[0]), "parameters": int(model.count_params())}})
-    write_json(run_dir / "label_distribution.json", dist)
-    log.info("run folder %s", run_dir)
+    folder = RunFolder.create(cfg.runs_dir, run_id(cfg))
+    folder.start(cfg, cache=str(reader.path), cache_meta=dataclasses.asdict(reader.meta),
+                 data={"split": how, "train": train_info, "validation": val_info, "train_windows": int(len(sample)),
+                       "embedding_dim": int(mean.shape[0]), "parameters": int(model.count_params())})
+    folder.write_distribution(dist)
 
     scorer = ValidationScorer(val, cfg, task)
     try:
-        model.fit(dataset, epochs=cfg.epochs, callbacks=_callbacks(run_dir, scorer, cfg, monitor),
+        model.fit(dataset, epochs=cfg.epochs, callbacks=_callbacks(folder, scorer, cfg, monitor),
                   verbose=cfg.verbose, shuffle=False)
     except KeyboardInterrupt:
-        if not (run_dir / "model.keras").exists():
+        if not folder.model_path.exists():
             raise
         log.warning("interrupted: scoring the best model saved so far")
-    if not (run_dir / "model.keras").exists():
-        log.warning("%s was never finite: saving the last epoch's model", monitor)
-        model.save(run_dir / "model.keras")
 
-    best = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
-    table_val = predictions_table(val, predict_split(best, val, cfg.seq_len, cfg.batch_size))
-    table_val.to_csv(run_dir / "predictions_validation.csv", index=False)
-    metrics = metrics_from_predictions(table_val, task.name, cfg.model)
-    history = pd.read_csv(run_dir / "history.csv")
-    scores = history[monitor].to_numpy(float) if monitor in history else np.array([])
-    metrics["epochs_run"] = int(len(history))
-    metrics["best_epoch"] = int(np.nanargmax(scores)) if np.isfinite(scores).any() else -1
-    write_json(run_dir / "metrics.json", json_safe(metrics))
-    log.info("%s: %s = %s", run_dir.name, task.monitor,
+    def score(best: keras.Model):
+        table_val = predictions_table(val, predict_split(best, val, cfg.seq_len, cfg.batch_size))
+        return task.metrics(table_val, cfg.model), table_val
+
+    metrics = folder.finish(model, monitor, score)
+    log.info("%s: %s = %s", folder.name, task.monitor,
              "nan" if math.isnan(metrics[task.monitor]) else f"{metrics[task.monitor]:.4f}")
-    return run_dir
+    return folder.path

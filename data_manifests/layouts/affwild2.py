@@ -21,8 +21,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from data_manifests.layouts.common import (
-    find_dirs, first_bad, index_media, media_folder, one_dir, parse_floats, read_subjects,
-    read_text, row, split_side, strip_lines,
+    find_dirs,
+    first_bad,
+    index_media,
+    media_folder,
+    one_dir,
+    parse_floats,
+    read_subjects,
+    read_text,
+    row,
+    split_side,
+    strip_lines,
 )
 from data_manifests.schema import LABELS, DatasetError
 
@@ -60,9 +69,9 @@ def parse_label_file(path: Path, task: str) -> tuple[np.ndarray, np.ndarray, np.
         DatasetError: ``"<path>:<line>: expected ..."`` for a wrong header, column count, a value
             that is not a number, or a value out of range.
 
-    Example:
+    Example::
 
-    >>> frame_index, labels, valid = parse_label_file(Path("Train_Set/video1.txt"), "va")
+        frame_index, labels, valid = parse_label_file(Path("Train_Set/video1.txt"), "va")
     """
     spec = LABELS[task]
     lines = strip_lines(read_text(path))

@@ -40,10 +40,10 @@ def find_dirs(root: Path, names: Iterable[str], max_depth: int,
     Returns:
         name -> sorted list of the shallowest folders with that name (missing names are absent).
 
-    Example:
+    Example::
 
-    >>> find_dirs(Path("data/affwild2"), ["VA_Estimation_Challenge"], 3)
-    {'VA_Estimation_Challenge': [PosixPath('data/affwild2/Annotations/VA_Estimation_Challenge')]}
+        find_dirs(Path("data/affwild2"), ["VA_Estimation_Challenge"], 3)
+        # {'VA_Estimation_Challenge': [PosixPath('data/affwild2/Annotations/VA_Estimation_Challenge')]}
     """
     wanted = set(names)
     skip = {Path(p).resolve() for p in prune}
@@ -115,10 +115,10 @@ def index_media(folder: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS,
         extensions: lower-case suffixes that count as media (matched case-insensitively).
         prune: folders not entered (the frames folder holds millions of jpgs).
 
-    Example:
+    Example::
 
-    >>> index_media(Path("data/affwild2/videos"))["10-60-1280x720"]
-    PosixPath('data/affwild2/videos/batch1/10-60-1280x720.mp4')
+        index_media(Path("data/affwild2/videos"))["10-60-1280x720"]
+        # PosixPath('data/affwild2/videos/batch1/10-60-1280x720.mp4')
     """
     suffixes = {e.lower() for e in extensions}
     skip = {Path(p).resolve() for p in prune}

@@ -22,7 +22,11 @@ import numpy as np
 import pandas as pd
 
 from data_manifests.layouts.common import (
-    find_files, index_media, media_folder, read_csv_strings, row,
+    find_files,
+    index_media,
+    media_folder,
+    read_csv_strings,
+    row,
 )
 from data_manifests.schema import LABELS, DatasetError
 

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from data_manifests.layouts.common import (
-    find_dirs, index_media, media_folder, one_dir, read_text, row, strip_lines,
+    find_dirs,
+    index_media,
+    media_folder,
+    one_dir,
+    read_text,
+    row,
+    strip_lines,
 )
 from data_manifests.schema import LABELS, DatasetError
 
@@ -115,9 +121,9 @@ def read_ratings(path: Path, fps: float) -> tuple[np.ndarray, np.ndarray]:
         DatasetError: ``"<path>:<line>: expected ..."`` for a missing attribute, a wrong column
             count, a non-numeric or negative time, a value outside [-1, 1], or two rows on one frame.
 
-    Example:
+    Example::
 
-    >>> frames, values = read_ratings(Path("ratings_gold_standard/arousal/P16.arff"), 25)
+        frames, values = read_ratings(Path("ratings_gold_standard/arousal/P16.arff"), 25)
     """
     lines = strip_lines(read_text(path))
     if path.suffix.lower() == ".arff":
