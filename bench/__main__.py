@@ -54,16 +54,23 @@ _HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="tiny inputs, seconds (for the tests)")
     p.add_argument("--out", default="", help="JSON path (default: docs/bench/<machine>.json; --quick: none)")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
     for field in dataclasses.fields(BenchConfig):
         if field.name == "quick":
             continue
-        p.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default,
-                       help=_HELP.get(field.name, "stage two (python -m train.bench): " + field.name[6:]))
+        p.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=type(field.default),
+            default=field.default,
+            help=_HELP.get(field.name, "stage two (python -m train.bench): " + field.name[6:]),
+        )
     return p
 
 
@@ -80,14 +87,24 @@ def run(cfg: BenchConfig, stages: tuple[str, ...], workdir: Path) -> dict:
     if "backbone" in stages:
         figures.update(stage_one.backbone_rate(backbone, cfg.batch, cfg.min_seconds, cfg.seed))
     if "stage_one" in stages:
-        figures.update(stage_one.cpu_rates(str(clip), cfg.workers, cfg.detector, backbone.input_size,
-                                           cfg.min_seconds, every))
-    figures.update(end_to_end.extraction(cfg, workdir, clip, video="end_to_end" in stages,
-                                         memory="memory" in stages, frames="frames" in stages,
-                                         keyframes="keyframes" in stages))
+        figures.update(
+            stage_one.cpu_rates(str(clip), cfg.workers, cfg.detector, backbone.input_size, cfg.min_seconds, every)
+        )
+    figures.update(
+        end_to_end.extraction(
+            cfg,
+            workdir,
+            clip,
+            video="end_to_end" in stages,
+            memory="memory" in stages,
+            frames="frames" in stages,
+            keyframes="keyframes" in stages,
+        )
+    )
     if "keyframes" in stages:
-        figures.update(keyframes.quality(keyframes.media_videos(Path(cfg.clip), cfg.quick), cfg.detect_every,
-                                         cfg.detector))
+        figures.update(
+            keyframes.quality(keyframes.media_videos(Path(cfg.clip), cfg.quick), cfg.detect_every, cfg.detector)
+        )
     if "naive" in stages:
         figures.update(naive.naive_rate(str(clip), backbone, cfg.detector, cfg.naive_frames))
     if "transport" in stages:
@@ -99,8 +116,9 @@ def run(cfg: BenchConfig, stages: tuple[str, ...], workdir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     args = build_parser().parse_args(argv)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig) if f.name != "quick"}
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
@@ -123,14 +141,21 @@ def main(argv: list[str] | None = None) -> int:
     if info["accelerator"] == "cpu":
         figures.update(shared_core_ceiling(figures))
     rows = check(figures, info["accelerator"])
-    result = {**info, **figures, **flat_checks(rows), "load_avg_end": round(os.getloadavg()[0], 2),
-              "bench_seconds": round(time.perf_counter() - start, 1),
-              "command": " ".join(["python -m bench", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
-              "config": dataclasses.asdict(cfg)}
+    result = {
+        **info,
+        **figures,
+        **flat_checks(rows),
+        "load_avg_end": round(os.getloadavg()[0], 2),
+        "bench_seconds": round(time.perf_counter() - start, 1),
+        "command": " ".join(["python -m bench", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
+        "config": dataclasses.asdict(cfg),
+    }
     gpu = f", {info['gpu']}" if info["gpu"] else ""
-    print(f"\nmachine {info['machine']}: {info['cores']} cores, {info['cpu_model']}{gpu};"
-          f" backend {info['backend']}; backbone {cfg.backbone} ({figures.get('backbone_precision', cfg.precision)}),"
-          f" {cfg.workers} workers; load average {info['load_avg_start']} -> {result['load_avg_end']}")
+    print(
+        f"\nmachine {info['machine']}: {info['cores']} cores, {info['cpu_model']}{gpu};"
+        f" backend {info['backend']}; backbone {cfg.backbone} ({figures.get('backbone_precision', cfg.precision)}),"
+        f" {cfg.workers} workers; load average {info['load_avg_start']} -> {result['load_avg_end']}"
+    )
     print(format_table(figures))
     print(f"\ntargets ({info['accelerator']}):")
     print(format_checks(rows))

@@ -49,8 +49,9 @@ def write_cache(path: Path, videos: int, frames: int, dim: int, seed: int = 0) -
         with VideoWriter(parts, video, meta, source="bench") as writer:
             for s in range(0, frames, ROWS_PER_APPEND):
                 e = min(s + ROWS_PER_APPEND, frames)
-                writer.append(rows[s:e], np.arange(s + 1, e + 1), np.ones(e - s, bool), bbox[s:e],
-                              np.ones(e - s, np.float32))
+                writer.append(
+                    rows[s:e], np.arange(s + 1, e + 1), np.ones(e - s, bool), bbox[s:e], np.ones(e - s, np.float32)
+                )
     merge_shards(path, parts, meta)
     seconds = time.perf_counter() - start
     rate = videos * frames / seconds
@@ -75,10 +76,14 @@ def read_rates(path: Path, seq_len: int, min_seconds: float, seed: int = 0) -> d
             k = int(rng.integers(len(groups)))
             s = int(rng.integers(max(lengths[k] - seq_len, 0) + 1))
             group = groups[k]
-            group["embeddings"][s:s + seq_len]
-            group["face_mask"][s:s + seq_len]
+            group["embeddings"][s : s + seq_len]
+            group["face_mask"][s : s + seq_len]
             windows += 1
         seconds = time.perf_counter() - start
-    log.info("hdf5 read: whole videos %.0f frames/s; random %d-frame windows %.0f windows/s",
-             whole, seq_len, windows / seconds)
+    log.info(
+        "hdf5 read: whole videos %.0f frames/s; random %d-frame windows %.0f windows/s",
+        whole,
+        seq_len,
+        windows / seconds,
+    )
     return {"hdf5_read_frames_s": round(whole, 1), "hdf5_read_windows_s": round(windows / seconds, 1)}

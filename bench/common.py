@@ -27,10 +27,24 @@ import cv2
 DEFAULT_CLIP = "tests/media/WolfgangLanger_Pexels.mp4"
 VA_HEADER = "valence,arousal"
 # --quick: seconds on 2 cores; the figures only have to exist.
-_QUICK = dict(clip=str(Path(DEFAULT_CLIP).with_name("single_face.mp4")), clip_frames=12, workers=1, videos=1,
-              naive_frames=8, min_seconds=0.05, batch=16, synthetic_clips=3, train_layers=1, train_units=8,
-              train_seq_len=8, train_batch_size=8, train_videos=2, train_frames=64, train_epochs=2,
-              train_rounds=1)
+_QUICK = dict(
+    clip=str(Path(DEFAULT_CLIP).with_name("single_face.mp4")),
+    clip_frames=12,
+    workers=1,
+    videos=1,
+    naive_frames=8,
+    min_seconds=0.05,
+    batch=16,
+    synthetic_clips=3,
+    train_layers=1,
+    train_units=8,
+    train_seq_len=8,
+    train_batch_size=8,
+    train_videos=2,
+    train_frames=64,
+    train_epochs=2,
+    train_rounds=1,
+)
 
 
 @dataclass(frozen=True)
@@ -113,10 +127,18 @@ class BenchConfig:
     def validate(self) -> "BenchConfig":
         self.crop_size()
         if not Path(self.clip).is_file():
-            raise ValueError(f"{self.clip}: no such video; run `make media` to fetch the test media, "
-                             "or pass --clip <video>")
-        for name in ("batch", "detect_every", "long_factor", "naive_frames", "train_epochs", "train_rounds",
-                     "synthetic_clips"):
+            raise ValueError(
+                f"{self.clip}: no such video; run `make media` to fetch the test media, or pass --clip <video>"
+            )
+        for name in (
+            "batch",
+            "detect_every",
+            "long_factor",
+            "naive_frames",
+            "train_epochs",
+            "train_rounds",
+            "synthetic_clips",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(self, name)}")
         if self.train_epochs < 2:
@@ -144,10 +166,17 @@ def machine_info(cfg: BenchConfig) -> dict:
     else:
         machine = f"cpu-{cores}core"
     return {
-        "machine": machine, "backend": keras.backend.backend(), "accelerator": "gpu" if gpus else "cpu",
-        "gpu": ", ".join(gpus), "cores": cores, "cpu_model": cpu, "python": platform.python_version(),
-        "keras_version": keras.__version__, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "load_avg_start": round(os.getloadavg()[0], 2), "quick": cfg.quick,
+        "machine": machine,
+        "backend": keras.backend.backend(),
+        "accelerator": "gpu" if gpus else "cpu",
+        "gpu": ", ".join(gpus),
+        "cores": cores,
+        "cpu_model": cpu,
+        "python": platform.python_version(),
+        "keras_version": keras.__version__,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "load_avg_start": round(os.getloadavg()[0], 2),
+        "quick": cfg.quick,
     }
 
 

@@ -87,13 +87,21 @@ def _extract_child(runs: list[dict], results) -> None:
             workers = list(peaks.workers.values())
             if index == 0:  # nothing ran before: the kernel's exact high-water marks are this run's
                 workers.append(peak_rss_mb(resource.RUSAGE_CHILDREN))
-            results.put({"frames": summary["frames"], "faces": summary["faces"], "failed": summary["failed"],
-                         "detected_frames": summary["detected_frames"],
-                         "seconds": summary["seconds"], "loop_seconds": summary.get("loop_seconds", 0.0),
-                         "peak_rss_mb_main": peak_rss_mb() if index == 0 else peaks.main,
-                         "rss_mb_main_sampled": peaks.main,
-                         "peak_rss_mb_worker": max(workers, default=0.0), "workers_seen": len(peaks.workers),
-                         "data_root": kwargs["data_root"]})
+            results.put(
+                {
+                    "frames": summary["frames"],
+                    "faces": summary["faces"],
+                    "failed": summary["failed"],
+                    "detected_frames": summary["detected_frames"],
+                    "seconds": summary["seconds"],
+                    "loop_seconds": summary.get("loop_seconds", 0.0),
+                    "peak_rss_mb_main": peak_rss_mb() if index == 0 else peaks.main,
+                    "rss_mb_main_sampled": peaks.main,
+                    "peak_rss_mb_worker": max(workers, default=0.0),
+                    "workers_seen": len(peaks.workers),
+                    "data_root": kwargs["data_root"],
+                }
+            )
     except Exception as err:  # the parent raises it with this message: nothing is swallowed
         results.put({"error": f"{type(err).__name__}: {err}"})
         raise
@@ -116,8 +124,9 @@ def extract_in_child(runs: list[dict]) -> list[dict]:
             got = results.get(timeout=2.0)
         except queue_lib.Empty:
             if not proc.is_alive():
-                raise RuntimeError(f"the extraction process died (exit code {proc.exitcode}) "
-                                   f"on {runs[len(out)]['data_root']}") from None
+                raise RuntimeError(
+                    f"the extraction process died (exit code {proc.exitcode}) on {runs[len(out)]['data_root']}"
+                ) from None
             continue
         root = runs[len(out)]["data_root"]
         if "error" in got:
@@ -131,9 +140,18 @@ def extract_in_child(runs: list[dict]) -> list[dict]:
 
 
 def _video_kwargs(cfg: BenchConfig, root: Path, cache: Path) -> dict:
-    return dict(dataset="affwild2", data_root=str(root), cache_dir=str(cache), input="video",
-                backbone=cfg.backbone, weights=cfg.weights, precision=cfg.precision, detector=cfg.detector,
-                workers=cfg.workers, batch=cfg.batch)
+    return dict(
+        dataset="affwild2",
+        data_root=str(root),
+        cache_dir=str(cache),
+        input="video",
+        backbone=cfg.backbone,
+        weights=cfg.weights,
+        precision=cfg.precision,
+        detector=cfg.detector,
+        workers=cfg.workers,
+        batch=cfg.batch,
+    )
 
 
 def _rates(run: dict) -> tuple[float, float]:
@@ -142,43 +160,79 @@ def _rates(run: dict) -> tuple[float, float]:
 
 def _video_figures(cfg: BenchConfig, run: dict) -> dict:
     steady, total = _rates(run)
-    log.info("end_to_end_fps: %d videos, %d frames, %d workers: %.1f frames/s in the loop, %.1f overall",
-             cfg.videos, run["frames"], cfg.workers, steady, total)
-    return {"end_to_end_fps": steady, "end_to_end_fps_total": total, "end_to_end_frames": run["frames"],
-            "end_to_end_startup_s": round(run["seconds"] - run["loop_seconds"], 2),
-            "face_hit_rate": round(run["faces"] / run["frames"], 4),
-            "peak_rss_mb": round(max(run["peak_rss_mb_main"], run["peak_rss_mb_worker"]), 1),
-            "peak_rss_mb_main": round(run["peak_rss_mb_main"], 1),
-            "peak_rss_mb_worker": round(run["peak_rss_mb_worker"], 1)}
+    log.info(
+        "end_to_end_fps: %d videos, %d frames, %d workers: %.1f frames/s in the loop, %.1f overall",
+        cfg.videos,
+        run["frames"],
+        cfg.workers,
+        steady,
+        total,
+    )
+    return {
+        "end_to_end_fps": steady,
+        "end_to_end_fps_total": total,
+        "end_to_end_frames": run["frames"],
+        "end_to_end_startup_s": round(run["seconds"] - run["loop_seconds"], 2),
+        "face_hit_rate": round(run["faces"] / run["frames"], 4),
+        "peak_rss_mb": round(max(run["peak_rss_mb_main"], run["peak_rss_mb_worker"]), 1),
+        "peak_rss_mb_main": round(run["peak_rss_mb_main"], 1),
+        "peak_rss_mb_worker": round(run["peak_rss_mb_worker"], 1),
+    }
 
 
 def _memory_figures(cfg: BenchConfig, key: str, run: dict) -> dict:
-    log.info("memory %s: %d frames per video: main %.0f MiB, worker %.0f MiB", key, run["frames"] // cfg.workers,
-             run["rss_mb_main_sampled"], run["peak_rss_mb_worker"])
+    log.info(
+        "memory %s: %d frames per video: main %.0f MiB, worker %.0f MiB",
+        key,
+        run["frames"] // cfg.workers,
+        run["rss_mb_main_sampled"],
+        run["peak_rss_mb_worker"],
+    )
     main = run["rss_mb_main_sampled"]  # sampled in both runs alike: the first run's exact mark is not
-    return {f"peak_rss_mb_{key}": round(max(main, run["peak_rss_mb_worker"]), 1),
-            f"peak_rss_mb_main_{key}": round(main, 1),
-            f"peak_rss_mb_worker_{key}": round(run["peak_rss_mb_worker"], 1),
-            f"frames_per_video_{key}": run["frames"] // cfg.workers, f"end_to_end_fps_{key}": _rates(run)[0]}
+    return {
+        f"peak_rss_mb_{key}": round(max(main, run["peak_rss_mb_worker"]), 1),
+        f"peak_rss_mb_main_{key}": round(main, 1),
+        f"peak_rss_mb_worker_{key}": round(run["peak_rss_mb_worker"], 1),
+        f"frames_per_video_{key}": run["frames"] // cfg.workers,
+        f"end_to_end_fps_{key}": _rates(run)[0],
+    }
 
 
 def _frames_figures(run: dict) -> dict:
     steady, total = _rates(run)
     log.info("end_to_end_frames_fps: %d frames: %.1f frames/s in the loop, %.1f overall", run["frames"], steady, total)
-    return {"end_to_end_frames_fps": steady, "end_to_end_frames_fps_total": total,
-            "end_to_end_frames_frames": run["frames"]}
+    return {
+        "end_to_end_frames_fps": steady,
+        "end_to_end_frames_fps_total": total,
+        "end_to_end_frames_frames": run["frames"],
+    }
 
 
 def _keyframe_figures(cfg: BenchConfig, run: dict) -> dict:
     steady, _ = _rates(run)
-    log.info("end_to_end_keyframe_fps: detect every %d frames: %.1f frames/s in the loop, detector on %d of %d frames",
-             cfg.detect_every, steady, run["detected_frames"], run["frames"])
-    return {"end_to_end_keyframe_fps": steady, "face_hit_rate_keyframe_e2e": round(run["faces"] / run["frames"], 4),
-            "detected_share_keyframe_e2e": round(run["detected_frames"] / run["frames"], 4)}
+    log.info(
+        "end_to_end_keyframe_fps: detect every %d frames: %.1f frames/s in the loop, detector on %d of %d frames",
+        cfg.detect_every,
+        steady,
+        run["detected_frames"],
+        run["frames"],
+    )
+    return {
+        "end_to_end_keyframe_fps": steady,
+        "face_hit_rate_keyframe_e2e": round(run["faces"] / run["frames"], 4),
+        "detected_share_keyframe_e2e": round(run["detected_frames"] / run["frames"], 4),
+    }
 
 
-def extraction(cfg: BenchConfig, workdir: Path, clip: Path, video: bool = True, memory: bool = True,
-               frames: bool = True, keyframes: bool = False) -> dict:
+def extraction(
+    cfg: BenchConfig,
+    workdir: Path,
+    clip: Path,
+    video: bool = True,
+    memory: bool = True,
+    frames: bool = True,
+    keyframes: bool = False,
+) -> dict:
     """The end-to-end runs, in one process (its start-up is paid once), in this order:
 
     * ``video``: ``cfg.videos`` copies of the real clip in an Aff-Wild2 tree, video mode. First,
@@ -215,11 +269,28 @@ def extraction(cfg: BenchConfig, workdir: Path, clip: Path, video: bool = True, 
 
         root = workdir / "synthetic"
         lengths = (20, 30) if cfg.quick else (100, 140)
-        generate(root, seed=cfg.seed, n_clips=cfg.synthetic_clips, min_frames=lengths[0], max_frames=lengths[1],
-                 raw_videos=0, workers=cfg.workers)
-        runs.append(dict(dataset="synthetic", data_root=str(root), cache_dir=str(workdir / "synthetic_cache"),
-                         input="frames", backbone=cfg.backbone, weights=cfg.weights, precision=cfg.precision,
-                         workers=cfg.workers, batch=cfg.batch))
+        generate(
+            root,
+            seed=cfg.seed,
+            n_clips=cfg.synthetic_clips,
+            min_frames=lengths[0],
+            max_frames=lengths[1],
+            raw_videos=0,
+            workers=cfg.workers,
+        )
+        runs.append(
+            dict(
+                dataset="synthetic",
+                data_root=str(root),
+                cache_dir=str(workdir / "synthetic_cache"),
+                input="frames",
+                backbone=cfg.backbone,
+                weights=cfg.weights,
+                precision=cfg.precision,
+                workers=cfg.workers,
+                batch=cfg.batch,
+            )
+        )
         tags.append("frames")
     out = {"long_factor": cfg.long_factor} if memory else {}
     for tag, run in zip(tags, extract_in_child(runs) if runs else []):

@@ -67,13 +67,18 @@ def quality(videos: list[Path], every: int, detector_name: str = "full+short") -
             ious += both
             hits_ref, hits_key = sum(r is not None for r in ref), sum(k is not None for k in key)
             per_video[Path(path).name] = {
-                "frames": len(frames), "hits_every_frame": hits_ref, "hits_keyframes": hits_key,
-                "iou_mean": round(float(np.mean(both)), 4) if both else None, "detected": detected}
+                "frames": len(frames),
+                "hits_every_frame": hits_ref,
+                "hits_keyframes": hits_key,
+                "iou_mean": round(float(np.mean(both)), 4) if both else None,
+                "detected": detected,
+            }
             for name, value in zip(totals, (len(frames), hits_ref, hits_key, seconds_ref, seconds_key, detected)):
                 totals[name] += value
     n = max(totals["frames"], 1)
     out = {
-        "keyframe_every": every, "keyframe_frames": totals["frames"],
+        "keyframe_every": every,
+        "keyframe_frames": totals["frames"],
         "face_hit_rate_every_frame": round(totals["hits_ref"] / n, 4),
         "face_hit_rate_keyframes": round(totals["hits_key"] / n, 4),
         "keyframe_hit_rate_gap": round(abs(totals["hits_ref"] - totals["hits_key"]) / n, 4),
@@ -84,8 +89,15 @@ def quality(videos: list[Path], every: int, detector_name: str = "full+short") -
         "keyframe_detect_speedup": round(totals["seconds_ref"] / max(totals["seconds_key"], 1e-9), 2),
         "keyframe_videos": per_video,
     }
-    log.info("keyframes every %d on %d frames: hit rate %.4f vs %.4f every frame, IoU mean %.3f, "
-             "detector on %.1f%% of frames, detection %.2fx faster", every, n, out["face_hit_rate_keyframes"],
-             out["face_hit_rate_every_frame"], out["keyframe_iou_mean"], 100 * out["keyframe_detected_share"],
-             out["keyframe_detect_speedup"])
+    log.info(
+        "keyframes every %d on %d frames: hit rate %.4f vs %.4f every frame, IoU mean %.3f, "
+        "detector on %.1f%% of frames, detection %.2fx faster",
+        every,
+        n,
+        out["face_hit_rate_keyframes"],
+        out["face_hit_rate_every_frame"],
+        out["keyframe_iou_mean"],
+        100 * out["keyframe_detected_share"],
+        out["keyframe_detect_speedup"],
+    )
     return out

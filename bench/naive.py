@@ -64,7 +64,14 @@ def naive_rate(clip: str, backbone, detector: str, max_frames: int, margin: floa
     if not frames:
         raise RuntimeError(f"{clip}: no frame decoded; check the video with ffprobe")
     held = sum(f.nbytes for f in frames) / 2**20
-    log.info("naive_fps: %d frames, one predict per face: %.1f frames/s (frame list %.0f MiB)",
-             len(frames), len(frames) / seconds, held)
-    return {"naive_fps": round(len(frames) / seconds, 1), "naive_frames": len(frames),
-            "naive_frames_list_mb": round(held, 1)}
+    log.info(
+        "naive_fps: %d frames, one predict per face: %.1f frames/s (frame list %.0f MiB)",
+        len(frames),
+        len(frames) / seconds,
+        held,
+    )
+    return {
+        "naive_fps": round(len(frames) / seconds, 1),
+        "naive_frames": len(frames),
+        "naive_frames_list_mb": round(held, 1),
+    }

@@ -33,36 +33,90 @@ class Target:
 
 
 def _memory(kind: str) -> Target:
-    return Target(f"memory_flat_{kind}", f"peak_rss_mb_{kind}_10x", f"peak_rss_mb_{kind}_1x", "<=", MEMORY_SLACK,
-                  f"peak memory of the {kind} process does not grow with a 10x longer video")
+    return Target(
+        f"memory_flat_{kind}",
+        f"peak_rss_mb_{kind}_10x",
+        f"peak_rss_mb_{kind}_1x",
+        "<=",
+        MEMORY_SLACK,
+        f"peak memory of the {kind} process does not grow with a 10x longer video",
+    )
 
 
-_TRAIN = Target("train_cache_vs_memory", "train_seq_s_cache", "train_seq_s_memory", ">=", 0.90,
-                "stage two from the cache >= 90% of the in-memory rate")
+_TRAIN = Target(
+    "train_cache_vs_memory",
+    "train_seq_s_cache",
+    "train_seq_s_memory",
+    ">=",
+    0.90,
+    "stage two from the cache >= 90% of the in-memory rate",
+)
 
 # Keyframe detection must keep what per-frame detection puts in the cache (any machine).
 _KEYFRAMES = (
-    Target("keyframe_hit_rate", "keyframe_hit_rate_gap", "", "<=", 0.01,
-           "keyframes: face-hit rate within 1 point of per-frame detection (real media)"),
-    Target("keyframe_iou", "keyframe_iou_mean", "", ">=", 0.90,
-           "keyframes: mean box IoU >= 0.9 against per-frame detection (real media)"),
+    Target(
+        "keyframe_hit_rate",
+        "keyframe_hit_rate_gap",
+        "",
+        "<=",
+        0.01,
+        "keyframes: face-hit rate within 1 point of per-frame detection (real media)",
+    ),
+    Target(
+        "keyframe_iou",
+        "keyframe_iou_mean",
+        "",
+        ">=",
+        0.90,
+        "keyframes: mean box IoU >= 0.9 against per-frame detection (real media)",
+    ),
 )
 
 TARGETS: dict[str, tuple[Target, ...]] = {
     "cpu": (
-        Target("e2e_vs_decode_detect", "end_to_end_fps", "decode_detect_fps", ">=", 0.80,
-               "end-to-end >= 80% of decode + BlazeFace (same processes, same run)"),
-        Target("e2e_keyframes_vs_decode_detect", "end_to_end_keyframe_fps", "decode_detect_fps", ">=", 0.80,
-               "end-to-end with keyframes >= 80% of per-frame decode + BlazeFace"),
-        *_KEYFRAMES, _TRAIN, _memory("main"), _memory("worker"),
+        Target(
+            "e2e_vs_decode_detect",
+            "end_to_end_fps",
+            "decode_detect_fps",
+            ">=",
+            0.80,
+            "end-to-end >= 80% of decode + BlazeFace (same processes, same run)",
+        ),
+        Target(
+            "e2e_keyframes_vs_decode_detect",
+            "end_to_end_keyframe_fps",
+            "decode_detect_fps",
+            ">=",
+            0.80,
+            "end-to-end with keyframes >= 80% of per-frame decode + BlazeFace",
+        ),
+        *_KEYFRAMES,
+        _TRAIN,
+        _memory("main"),
+        _memory("worker"),
     ),
     "gpu": (
-        Target("e2e_vs_decode_detect", "end_to_end_fps", "decode_detect_fps", ">=", 0.85,
-               "end-to-end >= 85% of decode + BlazeFace (same processes, same run)"),
+        Target(
+            "e2e_vs_decode_detect",
+            "end_to_end_fps",
+            "decode_detect_fps",
+            ">=",
+            0.85,
+            "end-to-end >= 85% of decode + BlazeFace (same processes, same run)",
+        ),
         Target("e2e_vs_naive", "end_to_end_fps", "naive_fps", ">=", 20.0, "end-to-end >= 20x the naive baseline"),
-        Target("e2e_keyframes_fps", "end_to_end_keyframe_fps", "", ">=", 5000.0,
-               "end-to-end with keyframes >= 5,000 frames/s"),
-        *_KEYFRAMES, _TRAIN, _memory("main"), _memory("worker"),
+        Target(
+            "e2e_keyframes_fps",
+            "end_to_end_keyframe_fps",
+            "",
+            ">=",
+            5000.0,
+            "end-to-end with keyframes >= 5,000 frames/s",
+        ),
+        *_KEYFRAMES,
+        _TRAIN,
+        _memory("main"),
+        _memory("worker"),
     ),
 }
 
@@ -127,9 +181,17 @@ def check(figures: dict, kind: str) -> list[dict]:
             continue
         ratio = figures[target.numerator] / (figures[target.denominator] if target.denominator else 1.0)
         ok = ratio >= target.bound if target.op == ">=" else ratio <= target.bound
-        rows.append({"name": target.name, "ratio": round(ratio, 3), "bound": f"{target.op} {target.bound:g}",
-                     "status": "PASS" if ok else "MISS", "says": target.says,
-                     "numerator": target.numerator, "denominator": target.denominator})
+        rows.append(
+            {
+                "name": target.name,
+                "ratio": round(ratio, 3),
+                "bound": f"{target.op} {target.bound:g}",
+                "status": "PASS" if ok else "MISS",
+                "says": target.says,
+                "numerator": target.numerator,
+                "denominator": target.denominator,
+            }
+        )
     return rows
 
 

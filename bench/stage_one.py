@@ -49,8 +49,9 @@ def _one_pass(mode: str, clip: str, det, tracker, input_size: tuple, every: int)
     return frames
 
 
-def _cpu_child(rank: int, tasks: list, clip: str, input_size: tuple, min_seconds: float, every: int, barrier,
-               results) -> None:
+def _cpu_child(
+    rank: int, tasks: list, clip: str, input_size: tuple, min_seconds: float, every: int, barrier, results
+) -> None:
     """One of the processes of :func:`cpu_rates`: runs every task it takes part in, in step with the others.
 
     Sends ``(task index, frames, start, end)`` on the system-wide monotonic clock.
@@ -80,8 +81,9 @@ def _cpu_child(rank: int, tasks: list, clip: str, input_size: tuple, min_seconds
         det.close()
 
 
-def run_tasks(tasks: list[tuple[str, str, int]], clip: str, min_seconds: float,
-              input_size: tuple = (64, 64, 1), every: int = 10) -> list[dict]:
+def run_tasks(
+    tasks: list[tuple[str, str, int]], clip: str, min_seconds: float, input_size: tuple = (64, 64, 1), every: int = 10
+) -> list[dict]:
     """Frames per second of each ``(mode, detector, processes)`` task, run one after the other.
 
     Args:
@@ -103,9 +105,12 @@ def run_tasks(tasks: list[tuple[str, str, int]], clip: str, min_seconds: float,
     n = max(t[2] for t in tasks)
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=_cpu_child, args=(rank, tasks, clip, tuple(input_size), min_seconds, every,
-                                                        barrier, results))
-             for rank in range(n)]
+    procs = [
+        ctx.Process(
+            target=_cpu_child, args=(rank, tasks, clip, tuple(input_size), min_seconds, every, barrier, results)
+        )
+        for rank in range(n)
+    ]
     for p in procs:
         p.start()
     got: dict[int, list] = {i: [] for i in range(len(tasks))}
@@ -131,17 +136,24 @@ def run_tasks(tasks: list[tuple[str, str, int]], clip: str, min_seconds: float,
     return out
 
 
-def cpu_rates(clip: str, workers: int, detector: str, input_size: tuple, min_seconds: float,
-              every: int = 1) -> dict:
+def cpu_rates(clip: str, workers: int, detector: str, input_size: tuple, min_seconds: float, every: int = 1) -> dict:
     """Every CPU-side rate the report needs: decode, both detectors, the worker side; 1 and N processes;
     with ``every > 1``, decode + keyframe detection too."""
-    keyframes = [("decode_keyframe_fps_1", "keyframes", detector, 1),
-                 ("decode_keyframe_fps", "keyframes", detector, workers)] if every > 1 else []
-    runs = [("decode_fps_1", "decode", detector, 1), ("decode_fps", "decode", detector, workers),
-            ("decode_detect_fps_1", "detect", detector, 1), ("decode_detect_fps", "detect", detector, workers),
-            ("decode_detect_short_fps_1", "detect", "short", 1),
-            ("decode_detect_short_fps", "detect", "short", workers),
-            ("worker_fps", "worker", detector, workers), *keyframes]
+    keyframes = (
+        [("decode_keyframe_fps_1", "keyframes", detector, 1), ("decode_keyframe_fps", "keyframes", detector, workers)]
+        if every > 1
+        else []
+    )
+    runs = [
+        ("decode_fps_1", "decode", detector, 1),
+        ("decode_fps", "decode", detector, workers),
+        ("decode_detect_fps_1", "detect", detector, 1),
+        ("decode_detect_fps", "detect", detector, workers),
+        ("decode_detect_short_fps_1", "detect", "short", 1),
+        ("decode_detect_short_fps", "detect", "short", workers),
+        ("worker_fps", "worker", detector, workers),
+        *keyframes,
+    ]
     results = run_tasks([r[1:] for r in runs], clip, min_seconds, input_size, every)
     out = {}
     for (key, mode, model, processes), result in zip(runs, results):
@@ -154,8 +166,13 @@ def load(cfg):
     """The backbone the run benchmarks, with the batch size of the run."""
     from extract.backbones import load_backbone
 
-    return load_backbone(cfg.backbone, weights=cfg.weights or None, precision=cfg.precision, batch_size=cfg.batch,
-                         input_size=cfg.crop_size())
+    return load_backbone(
+        cfg.backbone,
+        weights=cfg.weights or None,
+        precision=cfg.precision,
+        batch_size=cfg.batch,
+        input_size=cfg.crop_size(),
+    )
 
 
 def backbone_rate(backbone, batch: int, min_seconds: float, seed: int = 0) -> dict:
@@ -173,5 +190,8 @@ def backbone_rate(backbone, batch: int, min_seconds: float, seed: int = 0) -> di
     seconds = time.perf_counter() - start
     rate = calls * batch / seconds
     log.info("backbone_img_s: %s %s batch %d: %.1f images/s", backbone.name, backbone.precision, batch, rate)
-    return {"backbone_img_s": round(rate, 1), "backbone_precision": backbone.precision,
-            "embedding_dim": backbone.embedding_dim}
+    return {
+        "backbone_img_s": round(rate, 1),
+        "backbone_precision": backbone.precision,
+        "embedding_dim": backbone.embedding_dim,
+    }

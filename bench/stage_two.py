@@ -33,9 +33,17 @@ log = logging.getLogger(__name__)
 def _train_config(cfg: BenchConfig):
     from train.config import TrainConfig
 
-    return TrainConfig(model=cfg.train_model, task="va", layers=cfg.train_layers, units=cfg.train_units,
-                       seq_len=cfg.train_seq_len, stride=cfg.train_seq_len, batch_size=cfg.train_batch_size,
-                       seed=cfg.seed, dropout=0.0).validate()
+    return TrainConfig(
+        model=cfg.train_model,
+        task="va",
+        layers=cfg.train_layers,
+        units=cfg.train_units,
+        seq_len=cfg.train_seq_len,
+        stride=cfg.train_seq_len,
+        batch_size=cfg.train_batch_size,
+        seed=cfg.seed,
+        dropout=0.0,
+    ).validate()
 
 
 def _write_labels(root: Path, ids: list[str], frames: int, seed: int) -> Path:
@@ -91,14 +99,21 @@ def stage_two(cfg: BenchConfig, dim: int, workdir: Path) -> dict:
         log.info("train_seq_s_cache: %s", rounds["cache"][-1])
     memory, cache = (max(rounds[k], key=lambda r: r["train_windows_per_s"]) for k in ("memory", "cache"))
     if cache["windows_per_epoch"] != memory["windows_per_epoch"]:
-        raise RuntimeError(f"the cache gives {cache['windows_per_epoch']} windows per epoch, memory "
-                           f"{memory['windows_per_epoch']}: the two rates would not be comparable")
-    return {"train_seq_s_memory": memory["train_windows_per_s"], "train_seq_s_cache": cache["train_windows_per_s"],
-            "train_seq_s_memory_rounds": [r["train_windows_per_s"] for r in rounds["memory"]],
-            "train_seq_s_cache_rounds": [r["train_windows_per_s"] for r in rounds["cache"]],
-            "train_data_windows_s_memory": memory["data_windows_per_s"],
-            "train_data_windows_s_cache": cache["data_windows_per_s"],
-            "train_windows_per_epoch": memory["windows_per_epoch"], "train_dim": dim,
-            "train_parameters": memory["parameters"],
-            "cache_load_frames_s": round(info["frames"] / load_s, 1),
-            "hdf5_write_frames_s": written["hdf5_write_frames_s"], **reads}
+        raise RuntimeError(
+            f"the cache gives {cache['windows_per_epoch']} windows per epoch, memory "
+            f"{memory['windows_per_epoch']}: the two rates would not be comparable"
+        )
+    return {
+        "train_seq_s_memory": memory["train_windows_per_s"],
+        "train_seq_s_cache": cache["train_windows_per_s"],
+        "train_seq_s_memory_rounds": [r["train_windows_per_s"] for r in rounds["memory"]],
+        "train_seq_s_cache_rounds": [r["train_windows_per_s"] for r in rounds["cache"]],
+        "train_data_windows_s_memory": memory["data_windows_per_s"],
+        "train_data_windows_s_cache": cache["data_windows_per_s"],
+        "train_windows_per_epoch": memory["windows_per_epoch"],
+        "train_dim": dim,
+        "train_parameters": memory["parameters"],
+        "cache_load_frames_s": round(info["frames"] / load_s, 1),
+        "hdf5_write_frames_s": written["hdf5_write_frames_s"],
+        **reads,
+    }

@@ -31,9 +31,17 @@ def _producer(worker: int, messages: int, shape: tuple, results, free) -> None:
     n = shape[0]
     send = RingSender(worker, free, results) if free is not None else results.put
     for k in range(messages):
-        send(Rows(job_id=worker, sample_id=f"w{worker}", frame_index=np.arange(k * n, (k + 1) * n, dtype=np.int32),
-                  face_mask=np.ones(n, bool), bbox=np.zeros((n, 4), np.float32), score=np.ones(n, np.float32),
-                  crops=crops))
+        send(
+            Rows(
+                job_id=worker,
+                sample_id=f"w{worker}",
+                frame_index=np.arange(k * n, (k + 1) * n, dtype=np.int32),
+                face_mask=np.ones(n, bool),
+                bbox=np.zeros((n, 4), np.float32),
+                score=np.ones(n, np.float32),
+                crops=crops,
+            )
+        )
     if free is not None:
         send.close()
 
@@ -44,8 +52,10 @@ def _rate(mode: str, producers: int, messages: int, shape: tuple) -> float:
     ctx = mp.get_context("spawn")
     results = ctx.Queue(maxsize=8 * producers)
     rings = CropRings(ctx, producers)
-    procs = [ctx.Process(target=_producer, args=(i, messages, shape, results,
-                                                 rings.free[i] if mode == "ring" else None)) for i in range(producers)]
+    procs = [
+        ctx.Process(target=_producer, args=(i, messages, shape, results, rings.free[i] if mode == "ring" else None))
+        for i in range(producers)
+    ]
     for p in procs:
         p.start()
     try:
@@ -80,7 +90,14 @@ def transport_rates(producers: int, messages: int, shape: tuple) -> dict:
     for mode in ("queue", "ring"):
         rate = _rate(mode, producers, messages, tuple(shape))
         out[f"transport_{mode}_crops_s"] = round(rate, 1)
-        log.info("transport_%s_crops_s: %d processes, %d messages of %s: %.1f crops/s (%.0f MiB/s)", mode,
-                 producers, messages, shape, rate, rate * np.prod(shape[1:]) / 2**20)
+        log.info(
+            "transport_%s_crops_s: %d processes, %d messages of %s: %.1f crops/s (%.0f MiB/s)",
+            mode,
+            producers,
+            messages,
+            shape,
+            rate,
+            rate * np.prod(shape[1:]) / 2**20,
+        )
     out["transport_crop_shape"] = list(shape[1:])
     return out

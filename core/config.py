@@ -129,8 +129,9 @@ def _size(text: str) -> tuple:
 _TYPES = {"int": int, "float": float, "str": str, "tuple": _size}
 
 
-def add_fields(parser: argparse.ArgumentParser, cls, skip: Iterable[str] = (),
-               choices: Mapping[str, Iterable[str]] | None = None) -> None:
+def add_fields(
+    parser: argparse.ArgumentParser, cls, skip: Iterable[str] = (), choices: Mapping[str, Iterable[str]] | None = None
+) -> None:
     """One flag per field of the dataclass ``cls``: ``--<name-with-dashes>``, typed and defaulted from
     the field (``--x/--no-x`` for booleans, ``H,W,C`` for tuples), help from :func:`field_help`.
 

@@ -102,16 +102,21 @@ class RunFolder:
         if not (path / CONFIG).is_file():
             have = sorted(p.parent.name for p in Path(runs_dir).glob(f"*/{CONFIG}")) if Path(runs_dir).is_dir() else []
             listing = f"{len(have)} runs there, e.g. {', '.join(have[:5])}" if have else "no runs there"
-            raise FileNotFoundError(f"{path}: no run folder with a {CONFIG} (RUN={run}, RUNS_DIR={runs_dir}); "
-                                    f"{listing}")
+            raise FileNotFoundError(
+                f"{path}: no run folder with a {CONFIG} (RUN={run}, RUNS_DIR={runs_dir}); {listing}"
+            )
         return cls(path)
 
     def start(self, cfg, **extra) -> dict:
         """Writes ``config.json``: the resolved config's fields, the Keras version and backend, ``extra``."""
         import keras
 
-        config = {**dataclasses.asdict(cfg), "keras_version": keras.__version__, "backend": keras.backend.backend(),
-                  **extra}
+        config = {
+            **dataclasses.asdict(cfg),
+            "keras_version": keras.__version__,
+            "backend": keras.backend.backend(),
+            **extra,
+        }
         write_json(self.config_path, config)
         log.info("run folder %s", self.path)
         return config
@@ -126,9 +131,10 @@ class RunFolder:
         """
         import keras
 
-        return [keras.callbacks.ModelCheckpoint(str(self.model_path), monitor=monitor, mode="max",
-                                                save_best_only=True),
-                keras.callbacks.CSVLogger(str(self.history_path), append=append)]
+        return [
+            keras.callbacks.ModelCheckpoint(str(self.model_path), monitor=monitor, mode="max", save_best_only=True),
+            keras.callbacks.CSVLogger(str(self.history_path), append=append),
+        ]
 
     def finish(self, model, monitor: str, score: Callable, extra: Callable | None = None) -> dict:
         """Scores the best saved model and writes ``predictions_validation.csv`` and ``metrics.json``.
@@ -163,8 +169,10 @@ class RunFolder:
         """``epochs_run`` and ``best_epoch`` (0-based, -1: never finite) from ``history.csv``."""
         history = pd.read_csv(self.history_path)
         values = history[monitor].to_numpy(float) if monitor in history else np.array([])
-        return {"epochs_run": int(len(history)),
-                "best_epoch": int(np.nanargmax(values)) if np.isfinite(values).any() else -1}
+        return {
+            "epochs_run": int(len(history)),
+            "best_epoch": int(np.nanargmax(values)) if np.isfinite(values).any() else -1,
+        }
 
     def read_config(self) -> dict:
         return self._read_object(self.config_path)
@@ -185,6 +193,8 @@ class RunFolder:
     def _read_object(path: Path) -> dict:
         value = json.loads(path.read_text())
         if not isinstance(value, dict):
-            raise RunFolderError(f"{path}: holds a JSON {type(value).__name__}, not an object; "
-                                 f"the run wrote it badly or it was edited: train the run again")
+            raise RunFolderError(
+                f"{path}: holds a JSON {type(value).__name__}, not an object; "
+                f"the run wrote it badly or it was edited: train the run again"
+            )
         return value

@@ -41,8 +41,9 @@ class Kind:
 def _check_class(task, v, where):
     bad = (v < 0) | (v >= task.outputs) | (v != np.round(v))
     if bad.any():
-        raise ValueError(f"{where}: class id {v[bad][0]} outside 0..{task.outputs - 1} "
-                         f"({', '.join(task.labels.names)})")
+        raise ValueError(
+            f"{where}: class id {v[bad][0]} outside 0..{task.outputs - 1} ({', '.join(task.labels.names)})"
+        )
 
 
 def _check_multilabel(task, v, where):
@@ -54,8 +55,9 @@ def _check_regression(task, v, where):
     if task.value_range is not None:
         lo, hi = task.value_range
         if v.min() < lo or v.max() > hi:
-            raise ValueError(f"{where}: task '{task.name}' labels must lie in [{lo}, {hi}], "
-                             f"found {v.min():.3f}..{v.max():.3f}")
+            raise ValueError(
+                f"{where}: task '{task.name}' labels must lie in [{lo}, {hi}], found {v.min():.3f}..{v.max():.3f}"
+            )
 
 
 def _columns_class(task, true, pred):
@@ -82,8 +84,11 @@ def _columns_regression(task, true, pred):
 def _outputs_class(task, pred):
     names = task.labels.names
     cls = pred.argmax(axis=1).astype(np.int64)
-    return {"class": cls, "class_name": np.asarray(names, dtype=object)[cls],
-            **{f"prob_{n}": pred[:, k] for k, n in enumerate(names)}}
+    return {
+        "class": cls,
+        "class_name": np.asarray(names, dtype=object)[cls],
+        **{f"prob_{n}": pred[:, k] for k, n in enumerate(names)},
+    }
 
 
 def _labels_01(task, pred):
@@ -99,8 +104,9 @@ def _values(task, pred):
 
 
 KINDS = {
-    "class": Kind(_check_class, _columns_class, _outputs_class,
-                  lambda task, pred: {"class": pred.argmax(axis=1).astype(np.int64)}),
+    "class": Kind(
+        _check_class, _columns_class, _outputs_class, lambda task, pred: {"class": pred.argmax(axis=1).astype(np.int64)}
+    ),
     "multilabel": Kind(_check_multilabel, _columns_multilabel, _outputs_multilabel, _labels_01),
     "regression": Kind(_check_regression, _columns_regression, _values, _values),
 }
@@ -120,19 +126,23 @@ def class_scores(task, rows: pd.DataFrame) -> dict:
 
 def label_f1_scores(mean_key: str) -> Callable:
     """Binary F1 per label at the task's threshold (``f1_<label>``) and their mean (``mean_key``)."""
+
     def score(task, rows: pd.DataFrame) -> dict:
         names = task.labels.names
         if len(rows):
-            values = scores.label_f1(rows[[f"true_{n}" for n in names]].to_numpy(int),
-                                     rows[[f"pred_{n}" for n in names]].to_numpy(int))
+            values = scores.label_f1(
+                rows[[f"true_{n}" for n in names]].to_numpy(int), rows[[f"pred_{n}" for n in names]].to_numpy(int)
+            )
         else:
             values = np.full(len(names), math.nan)
         return {mean_key: float(np.mean(values)), **{f"f1_{n}": float(s) for n, s in zip(names, values)}}
+
     return score
 
 
 def ccc_scores(mean_key: str) -> Callable:
     """``ccc_<name>`` and ``pearson_<name>`` per output, and the mean CCC (``mean_key``)."""
+
     def score(task, rows: pd.DataFrame) -> dict:
         out: dict = {}
         for n in task.labels.names:
@@ -140,14 +150,17 @@ def ccc_scores(mean_key: str) -> Callable:
             out[f"pearson_{n}"] = scores.pearson(rows[f"true_{n}"], rows[f"pred_{n}"])
         out[mean_key] = sum(out[f"ccc_{n}"] for n in task.labels.names) / len(task.labels.names)
         return out
+
     return score
 
 
 def pearson_scores(mean_key: str) -> Callable:
     """``pearson_<name>`` per output and their mean (``mean_key``; ABAW5 ERI)."""
+
     def score(task, rows: pd.DataFrame) -> dict:
         values = [scores.pearson(rows[f"true_{n}"], rows[f"pred_{n}"]) for n in task.labels.names]
         return {mean_key: float(np.mean(values)), **{f"pearson_{n}": s for n, s in zip(task.labels.names, values)}}
+
     return score
 
 
@@ -190,21 +203,27 @@ def _count_classes(names, labels, bins):
 
 
 def _count_positives(names, labels, bins):
-    return {"positives": {n: int(np.sum(labels[:, k] > 0.5)) for k, n in enumerate(names)},
-            "no_active": int(np.sum(~(labels > 0.5).any(axis=1)))}
+    return {
+        "positives": {n: int(np.sum(labels[:, k] > 0.5)) for k, n in enumerate(names)},
+        "no_active": int(np.sum(~(labels > 0.5).any(axis=1))),
+    }
 
 
 def _count_quadrants(names, labels, bins):
     counts, edges = va_histogram(labels[:, 0], labels[:, 1], bins)
     quadrant = _quadrant(labels)
-    return {"quadrants": {q: int(np.sum(quadrant == k)) for k, q in enumerate(("v-a-", "v-a+", "v+a-", "v+a+"))},
-            "histogram": {"edges": edges.round(6).tolist(), "counts": counts.astype(int).tolist()}}
+    return {
+        "quadrants": {q: int(np.sum(quadrant == k)) for k, q in enumerate(("v-a-", "v-a+", "v+a-", "v+a+"))},
+        "histogram": {"edges": edges.round(6).tolist(), "counts": counts.astype(int).tolist()},
+    }
 
 
 def _count_dominant(names, labels, bins):
     dominant = labels.argmax(axis=1) if labels.size else np.zeros(0, int)
-    return {"dominant": {n: int(np.sum(dominant == k)) for k, n in enumerate(names)},
-            "mean": {n: float(labels[:, k].mean()) if labels.size else None for k, n in enumerate(names)}}
+    return {
+        "dominant": {n: int(np.sum(dominant == k)) for k, n in enumerate(names)},
+        "mean": {n: float(labels[:, k].mean()) if labels.size else None for k, n in enumerate(names)},
+    }
 
 
 BY_CLASS = Grouping(lambda labels, eligible: labels[:, 0].astype(np.int64), _count_classes)

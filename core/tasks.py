@@ -98,8 +98,9 @@ class TaskSpec:
         """Labels of one sample as float32 ``[n, target_cols]`` (n=1 for a clip label)."""
         arr = np.asarray(labels, np.float32)
         if arr.size != n * self.target_cols:
-            raise ValueError(f"{where}: task '{self.name}' labels have shape {arr.shape}, expected "
-                             f"{n} x {self.target_cols} values")
+            raise ValueError(
+                f"{where}: task '{self.name}' labels have shape {arr.shape}, expected {n} x {self.target_cols} values"
+            )
         return arr.reshape(n, self.target_cols)
 
     def check(self, values: np.ndarray, valid: np.ndarray, where: str) -> None:
@@ -123,8 +124,9 @@ class TaskSpec:
         """The rows that count: annotated and with a face. Raises when a documented column is missing."""
         missing = [c for c in PREFIX_COLUMNS + self.column_names() if c not in df.columns]
         if missing:
-            raise ValueError(f"predictions table for task '{self.name}' lacks columns {missing}; "
-                             f"see docs/run_format.md")
+            raise ValueError(
+                f"predictions table for task '{self.name}' lacks columns {missing}; see docs/run_format.md"
+            )
         return df[(df["valid"].astype(int) == 1) & (df["face"].astype(int) == 1)]
 
     def metrics(self, df: pd.DataFrame, model: str = "") -> dict:
@@ -136,8 +138,12 @@ class TaskSpec:
         """
         rows = self.scored_rows(df)
         valid_all = df[df["valid"].astype(int) == 1]
-        out: dict = {"task": self.name, "model": model, "n_frames": int(len(rows)),
-                     "n_no_face": int(len(valid_all) - len(rows))}
+        out: dict = {
+            "task": self.name,
+            "model": model,
+            "n_frames": int(len(rows)),
+            "n_no_face": int(len(valid_all) - len(rows)),
+        }
         out.update(self.score(self, rows))
         return out
 
@@ -165,30 +171,83 @@ class TaskSpec:
 
 
 TASKS: Registry[TaskSpec] = Registry("task", "--task / TASK")
-TASKS.register("va", TaskSpec(
-    name="va", labels=LABELS["va"], activation="tanh", loss=lambda cfg: "MaskedCCCLoss",
-    monitor="ccc_mean", headline=("ccc_mean", "ccc_valence", "ccc_arousal", "pearson_valence", "pearson_arousal"),
-    score=kinds.ccc_scores("ccc_mean"), grouping=kinds.BY_QUADRANT, value_range=(-1.0, 1.0),
-    submission=True, circumplex=True, plots=("va_time",),
-    description="valence and arousal per frame, tanh outputs, loss 1 - CCC (metric ccc_mean)"))
-TASKS.register("expr", TaskSpec(
-    name="expr", labels=LABELS["expr"], activation="softmax", loss=lambda cfg: "MaskedSparseCELoss",
-    monitor="f1_macro", headline=("f1_macro", "accuracy"), score=kinds.class_scores, grouping=kinds.BY_CLASS,
-    submission=True, plots=("confusion",),
-    description="8 expression classes per frame, masked cross-entropy (metric f1_macro)"))
-TASKS.register("au", TaskSpec(
-    name="au", labels=LABELS["au"], activation="sigmoid", loss=lambda cfg: "MaskedBCELoss",
-    monitor="au_f1_mean", headline=("au_f1_mean",), score=kinds.label_f1_scores("au_f1_mean"),
-    grouping=kinds.BY_RAREST_LABEL, submission=True, plots=("confusion",),
-    description="12 action units per frame, sigmoid, masked binary cross-entropy (metric au_f1_mean)"))
-TASKS.register("clip", TaskSpec(
-    name="clip", labels=LABELS["clip"], activation="softmax", loss=lambda cfg: "MaskedSparseCELoss",
-    monitor="f1_macro", headline=("f1_macro", "accuracy"), score=kinds.class_scores, grouping=kinds.BY_CLASS,
-    plots=("confusion",),
-    description="one class per clip (AFEW), outputs pooled over time, cross-entropy (metric f1_macro)"))
-TASKS.register("eri", TaskSpec(
-    name="eri", labels=LABELS["eri"], activation="sigmoid",
-    loss=lambda cfg: "MaskedPearsonLoss" if cfg.eri_loss == "pearson" else "MaskedMSELoss",
-    monitor="pearson_mean", headline=("pearson_mean",), score=kinds.pearson_scores("pearson_mean"),
-    grouping=kinds.BY_DOMINANT, value_range=(0.0, 1.0),
-    description="7 reaction intensities in [0, 1] per clip, sigmoid, loss MSE or 1 - Pearson (metric pearson_mean)"))
+TASKS.register(
+    "va",
+    TaskSpec(
+        name="va",
+        labels=LABELS["va"],
+        activation="tanh",
+        loss=lambda cfg: "MaskedCCCLoss",
+        monitor="ccc_mean",
+        headline=("ccc_mean", "ccc_valence", "ccc_arousal", "pearson_valence", "pearson_arousal"),
+        score=kinds.ccc_scores("ccc_mean"),
+        grouping=kinds.BY_QUADRANT,
+        value_range=(-1.0, 1.0),
+        submission=True,
+        circumplex=True,
+        plots=("va_time",),
+        description="valence and arousal per frame, tanh outputs, loss 1 - CCC (metric ccc_mean)",
+    ),
+)
+TASKS.register(
+    "expr",
+    TaskSpec(
+        name="expr",
+        labels=LABELS["expr"],
+        activation="softmax",
+        loss=lambda cfg: "MaskedSparseCELoss",
+        monitor="f1_macro",
+        headline=("f1_macro", "accuracy"),
+        score=kinds.class_scores,
+        grouping=kinds.BY_CLASS,
+        submission=True,
+        plots=("confusion",),
+        description="8 expression classes per frame, masked cross-entropy (metric f1_macro)",
+    ),
+)
+TASKS.register(
+    "au",
+    TaskSpec(
+        name="au",
+        labels=LABELS["au"],
+        activation="sigmoid",
+        loss=lambda cfg: "MaskedBCELoss",
+        monitor="au_f1_mean",
+        headline=("au_f1_mean",),
+        score=kinds.label_f1_scores("au_f1_mean"),
+        grouping=kinds.BY_RAREST_LABEL,
+        submission=True,
+        plots=("confusion",),
+        description="12 action units per frame, sigmoid, masked binary cross-entropy (metric au_f1_mean)",
+    ),
+)
+TASKS.register(
+    "clip",
+    TaskSpec(
+        name="clip",
+        labels=LABELS["clip"],
+        activation="softmax",
+        loss=lambda cfg: "MaskedSparseCELoss",
+        monitor="f1_macro",
+        headline=("f1_macro", "accuracy"),
+        score=kinds.class_scores,
+        grouping=kinds.BY_CLASS,
+        plots=("confusion",),
+        description="one class per clip (AFEW), outputs pooled over time, cross-entropy (metric f1_macro)",
+    ),
+)
+TASKS.register(
+    "eri",
+    TaskSpec(
+        name="eri",
+        labels=LABELS["eri"],
+        activation="sigmoid",
+        loss=lambda cfg: "MaskedPearsonLoss" if cfg.eri_loss == "pearson" else "MaskedMSELoss",
+        monitor="pearson_mean",
+        headline=("pearson_mean",),
+        score=kinds.pearson_scores("pearson_mean"),
+        grouping=kinds.BY_DOMINANT,
+        value_range=(0.0, 1.0),
+        description="7 reaction intensities in [0, 1] per clip, sigmoid, loss MSE or 1 - Pearson (metric pearson_mean)",
+    ),
+)

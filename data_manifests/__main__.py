@@ -21,10 +21,10 @@ from data_manifests.schema import LABELS, SPLITS, DatasetError
 def _per_split(table: pd.DataFrame, values: pd.Series, how: str) -> pd.DataFrame:
     """task x split pivot of ``values`` (aggregated with ``how``), splits in schema order."""
     frame = pd.DataFrame({"task": table["task"], "split": table["split"], "value": values})
-    pivot = frame.pivot_table(index="task", columns="split", values="value", aggfunc=how,
-                              fill_value=0)
-    return pivot.reindex(index=[t for t in LABELS if t in pivot.index],
-                         columns=[s for s in SPLITS if s in pivot.columns])
+    pivot = frame.pivot_table(index="task", columns="split", values="value", aggfunc=how, fill_value=0)
+    return pivot.reindex(
+        index=[t for t in LABELS if t in pivot.index], columns=[s for s in SPLITS if s in pivot.columns]
+    )
 
 
 def class_counts(table: pd.DataFrame) -> list[str]:
@@ -46,8 +46,7 @@ def class_counts(table: pd.DataFrame) -> list[str]:
             parts = [f"{n} {p:.1%}" for n, p in zip(spec.names, kept.mean(axis=0))]
             lines.append(f"  {task} (positive rate): " + ", ".join(parts))
         else:
-            parts = [f"{n} {m:+.3f}±{s:.3f}" for n, m, s in
-                     zip(spec.names, kept.mean(axis=0), kept.std(axis=0))]
+            parts = [f"{n} {m:+.3f}±{s:.3f}" for n, m, s in zip(spec.names, kept.mean(axis=0), kept.std(axis=0))]
             lines.append(f"  {task} (mean±std): " + ", ".join(parts))
     return lines
 
@@ -68,11 +67,18 @@ def summarize(table: pd.DataFrame) -> str:
         f"{per_sample['subject'].nunique()} subjects; "
         f"{int((per_sample['frames_dir'] != '').sum())} with a frames folder, "
         f"{int((per_sample['media_path'] != '').sum())} with a media file",
-        "", "samples per split:", _per_split(table, table["sample_id"], "count").to_string(),
-        "", "labelled frames per split (1 per clip for clip tasks):",
+        "",
+        "samples per split:",
+        _per_split(table, table["sample_id"], "count").to_string(),
+        "",
+        "labelled frames per split (1 per clip for clip tasks):",
         _per_split(table, n_labels, "sum").to_string(),
-        "", "valid-label fraction:", fraction.to_string(na_rep="-"),
-        "", "label counts (valid labels only):", *class_counts(table),
+        "",
+        "valid-label fraction:",
+        fraction.to_string(na_rep="-"),
+        "",
+        "label counts (valid labels only):",
+        *class_counts(table),
     ]
     return "\n".join(out)
 
@@ -80,13 +86,14 @@ def summarize(table: pd.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> int:
     width = max(map(len, DATASETS))
     parser = argparse.ArgumentParser(
-        prog="python -m data_manifests", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m data_manifests",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Load a dataset through its manifest (data_manifests/<NAME>.toml) and print a "
-                    "summary.\n\ndatasets:\n" + "\n".join(
-                        f"  {n:<{width}}  {load_manifest(n).description}" for n in DATASETS),
+        "summary.\n\ndatasets:\n" + "\n".join(f"  {n:<{width}}  {load_manifest(n).description}" for n in DATASETS),
     )
-    parser.add_argument("--dataset", required=True, choices=DATASETS, metavar="NAME",
-                        help=f"one of: {', '.join(DATASETS)}")
+    parser.add_argument(
+        "--dataset", required=True, choices=DATASETS, metavar="NAME", help=f"one of: {', '.join(DATASETS)}"
+    )
     parser.add_argument("--root", help="dataset root folder (default: data/<NAME>, as DATA_ROOT)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")

@@ -34,8 +34,17 @@ DATASETS: tuple[str, ...] = tuple(sorted(p.stem for p in MANIFEST_DIR.glob("*.to
 INPUT_MODES = ("frames", "video")
 SAMPLE_COLUMNS = ("sample_id", "video", "subject", "side", "media_path", "frames_dir")
 
-_KEYS = {"name": str, "layout": str, "input": str, "description": str, "tasks": list,
-         "hint": str, "base": str, "paths": dict, "options": dict}
+_KEYS = {
+    "name": str,
+    "layout": str,
+    "input": str,
+    "description": str,
+    "tasks": list,
+    "hint": str,
+    "base": str,
+    "paths": dict,
+    "options": dict,
+}
 _REQUIRED = ("name", "layout", "input", "description", "tasks", "paths")
 _MISSING = object()
 
@@ -74,8 +83,7 @@ class Manifest:
     def path(self, key: str) -> str:
         """``paths[key]``; a missing key is a DatasetError naming the file."""
         if key not in self.paths:
-            raise DatasetError(f"{self.source}: [paths] lacks {key!r}, which the {self.layout} "
-                               f"layout needs")
+            raise DatasetError(f"{self.source}: [paths] lacks {key!r}, which the {self.layout} layout needs")
         return self.paths[key]
 
     def option(self, key: str, default: Any = _MISSING) -> Any:
@@ -83,15 +91,15 @@ class Manifest:
         if key in self.options:
             return self.options[key]
         if default is _MISSING:
-            raise DatasetError(f"{self.source}: [options] lacks {key!r}, which the "
-                               f"{self.layout} layout needs")
+            raise DatasetError(f"{self.source}: [options] lacks {key!r}, which the {self.layout} layout needs")
         return default
 
 
 def _check_name(name: str) -> None:
     if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)} "
-                           f"(one data_manifests/<name>.toml each)")
+        raise DatasetError(
+            f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)} (one data_manifests/<name>.toml each)"
+        )
 
 
 @functools.lru_cache(maxsize=None)
@@ -122,41 +130,53 @@ def read_manifest(path: str | Path) -> Manifest:
     if "base" in raw:
         base_name = raw["base"]
         if base_name not in DATASETS or base_name == path.stem:
-            raise _key_error(path, "base", f"the name of another manifest "
-                             f"({', '.join(DATASETS)}), got {base_name!r}")
+            raise _key_error(path, "base", f"the name of another manifest ({', '.join(DATASETS)}), got {base_name!r}")
         base = _read_toml(MANIFEST_DIR / f"{base_name}.toml")
         if "base" in base:
-            raise _key_error(path, "base", f"a manifest without a base of its own, "
-                             f"got {base_name!r} (which has one)")
-        raw = {**base, **raw, "paths": {**base.get("paths", {}), **raw.get("paths", {})},
-               "options": {**base.get("options", {}), **raw.get("options", {})}}
+            raise _key_error(path, "base", f"a manifest without a base of its own, got {base_name!r} (which has one)")
+        raw = {
+            **base,
+            **raw,
+            "paths": {**base.get("paths", {}), **raw.get("paths", {})},
+            "options": {**base.get("options", {}), **raw.get("options", {})},
+        }
     for key, value in raw.items():
         if key not in _KEYS:
             raise _key_error(path, key, f"one of the keys {', '.join(_KEYS)}, got {key!r}")
         if not isinstance(value, _KEYS[key]):
-            raise _key_error(path, key, f"{key} to be a {_KEYS[key].__name__}, "
-                                        f"got {type(value).__name__}")
+            raise _key_error(path, key, f"{key} to be a {_KEYS[key].__name__}, got {type(value).__name__}")
     for key in _REQUIRED:
         if key not in raw:
-            raise DatasetError(f"{path}: expected a {key!r} key ({', '.join(_REQUIRED)} "
-                               f"are required)")
+            raise DatasetError(f"{path}: expected a {key!r} key ({', '.join(_REQUIRED)} are required)")
     checks = [
         ("name", raw["name"] == path.stem, f"name = {path.stem!r} (the file name)"),
         ("layout", raw["layout"] in LAYOUTS, f"layout one of {', '.join(LAYOUTS)}"),
         ("input", raw["input"] in INPUT_MODES, f"input one of {', '.join(INPUT_MODES)}"),
-        ("tasks", bool(raw["tasks"]) and all(t in LABELS for t in raw["tasks"]),
-         f"tasks a non-empty list of {', '.join(LABELS)}"),
-        ("paths", all(isinstance(v, str) for v in raw["paths"].values()),
-         "paths to map names to folder/file names (strings)"),
+        (
+            "tasks",
+            bool(raw["tasks"]) and all(t in LABELS for t in raw["tasks"]),
+            f"tasks a non-empty list of {', '.join(LABELS)}",
+        ),
+        (
+            "paths",
+            all(isinstance(v, str) for v in raw["paths"].values()),
+            "paths to map names to folder/file names (strings)",
+        ),
     ]
     for key, ok, expected in checks:
         if not ok:
             raise _key_error(path, key, f"{expected}, got {raw[key]!r}")
-    return Manifest(name=raw["name"], layout=raw["layout"], input=raw["input"],
-                    description=raw["description"], tasks=tuple(raw["tasks"]),
-                    paths=MappingProxyType(dict(raw["paths"])),
-                    options=_freeze(raw.get("options", {})), hint=raw.get("hint", ""),
-                    source=path)
+    return Manifest(
+        name=raw["name"],
+        layout=raw["layout"],
+        input=raw["input"],
+        description=raw["description"],
+        tasks=tuple(raw["tasks"]),
+        paths=MappingProxyType(dict(raw["paths"])),
+        options=_freeze(raw.get("options", {})),
+        hint=raw.get("hint", ""),
+        source=path,
+    )
 
 
 def _read_toml(path: Path) -> dict:
@@ -213,27 +233,35 @@ def load_dataset(name: str, root: str | Path) -> pd.DataFrame:
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "not found"
         hint = f"; {manifest.hint}" if manifest.hint else ""
-        raise DatasetError(f"{root}: dataset root {what}; expected the {name} tree described in "
-                           f"docs/datasets.md (set DATA_ROOT){hint}")
+        raise DatasetError(
+            f"{root}: dataset root {what}; expected the {name} tree described in docs/datasets.md (set DATA_ROOT){hint}"
+        )
     rows = [r for r in LAYOUTS[manifest.layout](manifest, root) if r["task"] in manifest.tasks]
     if not rows:
-        raise DatasetError(f"{root}: no labelled samples found; expected the {manifest.layout} "
-                           f"layout described in docs/datasets.md")
+        raise DatasetError(
+            f"{root}: no labelled samples found; expected the {manifest.layout} layout described in docs/datasets.md"
+        )
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     unknown = sorted(set(table["split"]) - set(SPLITS))
     if unknown:
-        raise DatasetError(f"{manifest.source}: split {unknown[0]!r} is not one of "
-                           f"{', '.join(SPLITS)}; expected the manifest to map its folders and "
-                           f"lists onto those")
+        raise DatasetError(
+            f"{manifest.source}: split {unknown[0]!r} is not one of "
+            f"{', '.join(SPLITS)}; expected the manifest to map its folders and "
+            f"lists onto those"
+        )
     order = {task: i for i, task in enumerate(manifest.tasks)}
-    table = (table.assign(_order=table["task"].map(order))
-             .sort_values(["sample_id", "_order"], kind="stable")
-             .drop(columns="_order").reset_index(drop=True))
+    table = (
+        table.assign(_order=table["task"].map(order))
+        .sort_values(["sample_id", "_order"], kind="stable")
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
     duplicated = table.duplicated(["sample_id", "task"])
     if duplicated.any():
         first = table[duplicated].iloc[0]
-        raise DatasetError(f"{root}: sample {first.sample_id!r} appears twice for task "
-                           f"{first.task!r}; expected unique sample names")
+        raise DatasetError(
+            f"{root}: sample {first.sample_id!r} appears twice for task {first.task!r}; expected unique sample names"
+        )
     table.attrs.update(dataset=name, layout=manifest.layout, input=manifest.input, root=str(root))
     return table
 
@@ -255,8 +283,11 @@ def samples(table: pd.DataFrame) -> pd.DataFrame:
         todo[["sample_id", "frames_dir", "n_frames"]]
     """
     last = table["frame_index"].map(lambda f: int(np.max(f)) if f is not None and len(f) else 0)
-    per_sample = (table[list(SAMPLE_COLUMNS)].assign(n_frames=last)
-                  .groupby("sample_id", sort=True, as_index=False)
-                  .agg({**{c: "first" for c in SAMPLE_COLUMNS[1:]}, "n_frames": "max"}))
+    per_sample = (
+        table[list(SAMPLE_COLUMNS)]
+        .assign(n_frames=last)
+        .groupby("sample_id", sort=True, as_index=False)
+        .agg({**{c: "first" for c in SAMPLE_COLUMNS[1:]}, "n_frames": "max"})
+    )
     per_sample["n_frames"] = per_sample["n_frames"].astype(np.int64)
     return per_sample[[*SAMPLE_COLUMNS, "n_frames"]]

@@ -90,8 +90,9 @@ def background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     return np.clip(field, 0, 255).astype(np.uint8)
 
 
-def warp(img: np.ndarray, dx: float, dy: float, rot: float, scale: float,
-         border: int = cv2.BORDER_REFLECT101) -> np.ndarray:
+def warp(
+    img: np.ndarray, dx: float, dy: float, rot: float, scale: float, border: int = cv2.BORDER_REFLECT101
+) -> np.ndarray:
     """Head pose in the image plane: rotate (degrees) and scale about the centre, then shift
     (``dx, dy`` in image widths)."""
     h, w = img.shape[:2]
@@ -106,13 +107,14 @@ def composite(dst: np.ndarray, src: np.ndarray, alpha: np.ndarray, x: int, y: in
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, dst.shape[1]), min(y + h, dst.shape[0])
     if x1 <= x0 or y1 <= y0:
         return
-    a = alpha[y0 - y:y1 - y, x0 - x:x1 - x, None].astype(np.float32) / 255
+    a = alpha[y0 - y : y1 - y, x0 - x : x1 - x, None].astype(np.float32) / 255
     region = dst[y0:y1, x0:x1].astype(np.float32)
-    dst[y0:y1, x0:x1] = (src[y0 - y:y1 - y, x0 - x:x1 - x] * a + region * (1 - a)).astype(np.uint8)
+    dst[y0:y1, x0:x1] = (src[y0 - y : y1 - y, x0 - x : x1 - x] * a + region * (1 - a)).astype(np.uint8)
 
 
-def photometric(img: np.ndarray, gain: float, grad: float, cast, blur: float, noise: float,
-                rng: np.random.Generator) -> np.ndarray:
+def photometric(
+    img: np.ndarray, gain: float, grad: float, cast, blur: float, noise: float, rng: np.random.Generator
+) -> np.ndarray:
     """Camera and light: global gain, a left-right light gradient, colour cast, blur, sensor noise.
 
     Args:
@@ -130,7 +132,7 @@ def photometric(img: np.ndarray, gain: float, grad: float, cast, blur: float, no
     if noise > 0:
         h, w = out.shape[:2]
         y, x = rng.integers(0, h), rng.integers(0, w)
-        out += noise * _noise_bank(h, w)[y:y + h, x:x + w]
+        out += noise * _noise_bank(h, w)[y : y + h, x : x + w]
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -146,15 +148,13 @@ def _crop_frame(face, alpha, bg, nz, t, rng):
     a = alpha.astype(np.float32) / 255
     img = cv2.blendLinear(face.astype(np.float32), bg, a, 1 - a).astype(np.uint8)
     img = warp(img, nz["dx"][t], nz["dy"][t], nz["rot"][t], nz["scale"][t])
-    return photometric(img, nz["gain"][t], nz["grad"][t], nz["cast"], nz["blur"][t],
-                       nz["noise"][t], rng)
+    return photometric(img, nz["gain"][t], nz["grad"][t], nz["cast"], nz["blur"][t], nz["noise"][t], rng)
 
 
 def _occlude(face, alpha, nz, t, zoom=1.0):
     for s, end, kind, x, y, v, color in nz["occ"]:
         if s <= t < end:
-            faces.draw_occluder(face, alpha, kind, x + v[0] * (t - s), y + v[1] * (t - s), color,
-                                zoom)
+            faces.draw_occluder(face, alpha, kind, x + v[0] * (t - s), y + v[1] * (t - s), color, zoom)
 
 
 def plan(seed: int, n_clips: int, min_frames: int, max_frames: int, raw_videos: int) -> list[dict]:
@@ -170,11 +170,12 @@ def plan(seed: int, n_clips: int, min_frames: int, max_frames: int, raw_videos: 
     subjects = [faces.random_subject(rng, f"s{i + 1:02d}", i) for i in range(n_subj)]
     shuffled = [subjects[i] for i in rng.permutation(n_subj)]
     n_val = max(1, round(n_subj / 3))
-    split = {s.name: "validation" if k >= n_subj - n_val else "train"
-             for k, s in enumerate(shuffled)}
+    split = {s.name: "validation" if k >= n_subj - n_val else "train" for k, s in enumerate(shuffled)}
     # Interleave the splits so that dealing videos round-robin gives each split its share.
-    rank = {s.name: (k + 0.5) / (n_subj - n_val) if k < n_subj - n_val else
-            (k - n_subj + n_val + 0.5) / n_val for k, s in enumerate(shuffled)}
+    rank = {
+        s.name: (k + 0.5) / (n_subj - n_val) if k < n_subj - n_val else (k - n_subj + n_val + 0.5) / n_val
+        for k, s in enumerate(shuffled)
+    }
     order = sorted(shuffled, key=lambda s: rank[s.name])
     groups = []
     for sp in ("train", "validation")[: 1 if n_clips < 8 else 2]:
@@ -197,25 +198,39 @@ def plan(seed: int, n_clips: int, min_frames: int, max_frames: int, raw_videos: 
             tasks.discard("au")
         if len(members) == 1 and i % 11 == 7:
             tasks.discard("va")
-        videos.append({"video": name, "members": members, "raw": i in raw, "tasks": tasks,
-                       "n_frames": int(rng.integers(min_frames, max_frames + 1))})
+        videos.append(
+            {
+                "video": name,
+                "members": members,
+                "raw": i in raw,
+                "tasks": tasks,
+                "n_frames": int(rng.integers(min_frames, max_frames + 1)),
+            }
+        )
     forced = {}
     for sp, slots in per_split.items():
         slots = [slots[k] for k in rng.permutation(len(slots))]
         for c in range(1, len(EXPR_CLASSES)):
             forced.setdefault(slots[(c - 1) % len(slots)], []).append(c)
     for i, v in enumerate(videos):
-        v["samples"] = [SamplePlan(
-            sample_id=v["video"] + (f"_{side}" if side else ""), video=v["video"], subject=subj,
-            side=side, split=split[subj.name], forced=tuple(forced.get((i, j), ())),
-            seed=(seed, i, j)) for j, (subj, side) in enumerate(v.pop("members"))]
+        v["samples"] = [
+            SamplePlan(
+                sample_id=v["video"] + (f"_{side}" if side else ""),
+                video=v["video"],
+                subject=subj,
+                side=side,
+                split=split[subj.name],
+                forced=tuple(forced.get((i, j), ())),
+                seed=(seed, i, j),
+            )
+            for j, (subj, side) in enumerate(v.pop("members"))
+        ]
     return videos
 
 
 def _write_labels(root: Path, p: SamplePlan, labels: dict, tasks: set[str]) -> None:
     lines = {
-        "va": ["-5,-5" if (row == -5).all() else f"{row[0]:.3f},{row[1]:.3f}"
-               for row in labels["va"]],
+        "va": ["-5,-5" if (row == -5).all() else f"{row[0]:.3f},{row[1]:.3f}" for row in labels["va"]],
         "expr": [str(int(c)) for c in labels["expr"]],
         "au": [",".join(str(int(v)) for v in row) for row in labels["au"]],
     }
@@ -225,8 +240,9 @@ def _write_labels(root: Path, p: SamplePlan, labels: dict, tasks: set[str]) -> N
         path.write_text("\n".join([",".join(LABELS[task].names), *lines[task]]) + "\n")
 
 
-def _draw_person(frame: np.ndarray, subject: faces.Subject, act: np.ndarray, nz: dict, t: int,
-                 centre: tuple[int, int], size: int) -> None:
+def _draw_person(
+    frame: np.ndarray, subject: faces.Subject, act: np.ndarray, nz: dict, t: int, centre: tuple[int, int], size: int
+) -> None:
     """Put one person (head, shoulders, body) into a raw video frame, in place."""
     face, alpha = faces.render_face(subject, act, size)
     _occlude(face, alpha, nz, t)
@@ -235,8 +251,15 @@ def _draw_person(frame: np.ndarray, subject: faces.Subject, act: np.ndarray, nz:
     # In the frame the head moves more than in the aligned crop, which undoes most of the motion.
     x = int(round(centre[0] - size / 2 + 2.5 * size * nz["dx"][t]))
     y = int(round(centre[1] - size / 2 + 2.5 * size * nz["dy"][t]))
-    body = np.array([[x + 0.1 * size, y + 0.97 * size], [x + 0.9 * size, y + 0.97 * size],
-                     [x + size, frame.shape[0]], [x, frame.shape[0]]], np.int32)
+    body = np.array(
+        [
+            [x + 0.1 * size, y + 0.97 * size],
+            [x + 0.9 * size, y + 0.97 * size],
+            [x + size, frame.shape[0]],
+            [x, frame.shape[0]],
+        ],
+        np.int32,
+    )
     cv2.fillPoly(frame, [body], subject.shirt, cv2.LINE_AA)
     composite(frame, face, alpha, x, y)
 
@@ -260,22 +283,25 @@ def _render_video(root: Path, video: dict) -> list[dict]:
         # Every raw video (and every third video) loses the face at least once.
         lost_runs = max(min(3, int(nrng.poisson(0.8))), int(video["raw"] or p.seed[1] % 3 == 0))
         nz = nuisance(nrng, n, lost_runs)
-        bg = cv2.resize(scene[cy - size // 2:cy + size // 2, cx - size // 2:cx + size // 2],
-                        (CROP, CROP), interpolation=cv2.INTER_AREA).astype(np.float32)
+        bg = cv2.resize(
+            scene[cy - size // 2 : cy + size // 2, cx - size // 2 : cx + size // 2],
+            (CROP, CROP),
+            interpolation=cv2.INTER_AREA,
+        ).astype(np.float32)
         labels = invalidate(np.random.default_rng([*p.seed, 2]), tl)
         _write_labels(root, p, labels, video["tasks"])
         folder = root / "cropped_aligned" / p.sample_id
         folder.mkdir(parents=True)
-        states.append((p, tl, nz, bg, folder, (cx, cy), np.random.default_rng([*p.seed, 4]),
-                       labels))
+        states.append((p, tl, nz, bg, folder, (cx, cy), np.random.default_rng([*p.seed, 4]), labels))
     writer = None
     if video["raw"]:
         path = root / "videos" / f"{video['video']}.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, RAW_SIZE)
         if not writer.isOpened():
-            raise RuntimeError(f"{path}: OpenCV cannot write mp4v video; install "
-                               f"opencv-python with FFmpeg, or pass --raw-videos 0")
+            raise RuntimeError(
+                f"{path}: OpenCV cannot write mp4v video; install opencv-python with FFmpeg, or pass --raw-videos 0"
+            )
     for t in range(n):
         frame = scene.copy() if writer is not None else None
         for p, tl, nz, bg, folder, (cx, cy), frng, _ in states:
@@ -290,20 +316,36 @@ def _render_video(root: Path, video: dict) -> list[dict]:
                 _draw_person(frame, p.subject, tl["act"][t], nz, t, (cx, cy), size)
         if writer is not None:
             nz, frng = states[0][2], states[0][6]  # one camera: the first person's light
-            writer.write(photometric(frame, nz["gain"][t], nz["grad"][t], nz["cast"],
-                                     nz["blur"][t], nz["noise"][t], frng))
+            writer.write(
+                photometric(frame, nz["gain"][t], nz["grad"][t], nz["cast"], nz["blur"][t], nz["noise"][t], frng)
+            )
     if writer is not None:
         writer.release()
-    return [{"sample_id": p.sample_id, "video": p.video, "subject": p.subject.name, "side": p.side,
-             "split": p.split, "n_frames": n, "missing": int(nz["lost"].sum()),
-             "raw": video["raw"], "tasks": ",".join(sorted(video["tasks"])),
-             **{c: int((labels["expr"] == k).sum()) for k, c in enumerate(EXPR_CLASSES)}}
-            for p, _, nz, *_, labels in states]
+    return [
+        {
+            "sample_id": p.sample_id,
+            "video": p.video,
+            "subject": p.subject.name,
+            "side": p.side,
+            "split": p.split,
+            "n_frames": n,
+            "missing": int(nz["lost"].sum()),
+            "raw": video["raw"],
+            "tasks": ",".join(sorted(video["tasks"])),
+            **{c: int((labels["expr"] == k).sum()) for k, c in enumerate(EXPR_CLASSES)},
+        }
+        for p, _, nz, *_, labels in states
+    ]
 
 
 def _params(seed, n_clips, min_frames, max_frames, raw_videos) -> dict:
-    return {"seed": seed, "n_clips": n_clips, "min_frames": min_frames, "max_frames": max_frames,
-            "raw_videos": raw_videos}
+    return {
+        "seed": seed,
+        "n_clips": n_clips,
+        "min_frames": min_frames,
+        "max_frames": max_frames,
+        "raw_videos": raw_videos,
+    }
 
 
 def read_stamp(out: Path) -> dict | None:
@@ -320,14 +362,19 @@ def read_stamp(out: Path) -> dict | None:
 def _written_here(out: Path) -> bool:
     """Whether ``out`` is a (possibly older or interrupted) tree of this generator."""
     readme = out / "README.txt"
-    return (out / STAMP).is_file() or readme.is_file() and readme.read_text(
-        errors="replace").startswith(README_TITLE)
+    return (out / STAMP).is_file() or readme.is_file() and readme.read_text(errors="replace").startswith(README_TITLE)
 
 
-def generate(out: Path, seed: int = 0, n_clips: int = DEFAULTS["n_clips"],
-             min_frames: int = DEFAULTS["min_frames"], max_frames: int = DEFAULTS["max_frames"],
-             raw_videos: int = DEFAULTS["raw_videos"], force: bool = False,
-             workers: int = 0) -> dict:
+def generate(
+    out: Path,
+    seed: int = 0,
+    n_clips: int = DEFAULTS["n_clips"],
+    min_frames: int = DEFAULTS["min_frames"],
+    max_frames: int = DEFAULTS["max_frames"],
+    raw_videos: int = DEFAULTS["raw_videos"],
+    force: bool = False,
+    workers: int = 0,
+) -> dict:
     """Write the synthetic dataset to ``out`` unless it already holds this exact tree.
 
     The tree is built in a sibling ``.<name>.partial`` folder that replaces ``out`` only once
@@ -356,20 +403,23 @@ def generate(out: Path, seed: int = 0, n_clips: int = DEFAULTS["n_clips"],
         generate(Path("data/synthetic"), seed=0)["n_samples"]   # 26
     """
     if n_clips < 3 or min_frames < 20 or max_frames < min_frames or raw_videos < 0:
-        raise ValueError(f"need n_clips >= 3, 20 <= min_frames <= max_frames, raw_videos >= 0; "
-                         f"got n_clips={n_clips}, min_frames={min_frames}, "
-                         f"max_frames={max_frames}, raw_videos={raw_videos}")
+        raise ValueError(
+            f"need n_clips >= 3, 20 <= min_frames <= max_frames, raw_videos >= 0; "
+            f"got n_clips={n_clips}, min_frames={min_frames}, "
+            f"max_frames={max_frames}, raw_videos={raw_videos}"
+        )
     out = Path(out)
     params = _params(seed, n_clips, min_frames, max_frames, raw_videos)
     stamp = read_stamp(out)
     if not force and stamp and stamp.get("version") == VERSION and stamp.get("params") == params:
-        log.info("%s: already holds the synthetic dataset (seed %d, version %s); nothing to do",
-                 out, seed, VERSION)
+        log.info("%s: already holds the synthetic dataset (seed %d, version %s); nothing to do", out, seed, VERSION)
         return {**stamp["summary"], "skipped": True}
     if out.is_file() or out.is_dir() and any(out.iterdir()) and not _written_here(out):
-        raise DatasetError(f"{out}: exists, is not empty and was not written by "
-                           f"data_manifests.synthetic (no {STAMP}); remove it or pass another "
-                           f"--out")
+        raise DatasetError(
+            f"{out}: exists, is not empty and was not written by "
+            f"data_manifests.synthetic (no {STAMP}); remove it or pass another "
+            f"--out"
+        )
     start = time.perf_counter()
     tmp = out.parent / f".{out.name}.partial"
     if tmp.exists():
@@ -383,34 +433,43 @@ def generate(out: Path, seed: int = 0, n_clips: int = DEFAULTS["n_clips"],
     else:
         done = [_render_video(tmp, video) for video in videos]
     table = pd.DataFrame([row for rows in done for row in rows])
-    table[["sample_id", "video", "subject", "side", "split"]].to_csv(tmp / "subjects.csv",
-                                                                    index=False)
+    table[["sample_id", "video", "subject", "side", "split"]].to_csv(tmp / "subjects.csv", index=False)
     summary = {
-        "out": str(out), "seed": seed, "version": VERSION, "skipped": False,
-        "n_samples": len(table), "n_frames": int(table["n_frames"].sum()),
+        "out": str(out),
+        "seed": seed,
+        "version": VERSION,
+        "skipped": False,
+        "n_samples": len(table),
+        "n_frames": int(table["n_frames"].sum()),
         "n_missing_jpg": int(table["missing"].sum()),
         "seconds": round(time.perf_counter() - start, 2),
-        "expr_counts": {sp: {c: int(g[c].sum()) for c in EXPR_CLASSES}
-                        for sp, g in table.groupby("split")},
+        "expr_counts": {sp: {c: int(g[c].sum()) for c in EXPR_CLASSES} for sp, g in table.groupby("split")},
         "samples": table.to_dict("records"),
     }
     (tmp / "README.txt").write_text(_readme(summary, params))
-    (tmp / STAMP).write_text(json.dumps({"version": VERSION, "params": params,
-                                         "summary": summary}, indent=1))
+    (tmp / STAMP).write_text(json.dumps({"version": VERSION, "params": params, "summary": summary}, indent=1))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    log.info("%s: wrote %d samples, %d frames (%d without a face) in %.1f s", out,
-             summary["n_samples"], summary["n_frames"], summary["n_missing_jpg"],
-             summary["seconds"])
+    log.info(
+        "%s: wrote %d samples, %d frames (%d without a face) in %.1f s",
+        out,
+        summary["n_samples"],
+        summary["n_frames"],
+        summary["n_missing_jpg"],
+        summary["seconds"],
+    )
     return summary
 
 
 def _readme(summary: dict, params: dict) -> str:
-    counts = "\n".join(f"  {sp}: " + ", ".join(f"{c} {n}" for c, n in cls.items())
-                       for sp, cls in summary["expr_counts"].items())
-    sizes = (f"samples: {summary['n_samples']}, frames: {summary['n_frames']}, "
-             f"without a face (no jpg): {summary['n_missing_jpg']}")
+    counts = "\n".join(
+        f"  {sp}: " + ", ".join(f"{c} {n}" for c, n in cls.items()) for sp, cls in summary["expr_counts"].items()
+    )
+    sizes = (
+        f"samples: {summary['n_samples']}, frames: {summary['n_frames']}, "
+        f"without a face (no jpg): {summary['n_missing_jpg']}"
+    )
     return f"""{README_TITLE}, written by data_manifests.synthetic.
 
 generator version: {VERSION}
@@ -435,25 +494,36 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         prog="python -m data_manifests.synthetic",
         description="Write the synthetic dataset (Aff-Wild2 layout) from a seed; does nothing if "
-                    "DIR already holds the same tree (same seed, arguments and version).")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="destination folder (e.g. data/synthetic)")
+        "DIR already holds the same tree (same seed, arguments and version).",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="destination folder (e.g. data/synthetic)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--clips", type=int, default=DEFAULTS["n_clips"],
-                        help="number of videos (default %(default)s)")
-    parser.add_argument("--min-frames", type=int, default=DEFAULTS["min_frames"],
-                        help="frames per video, at least (default %(default)s)")
-    parser.add_argument("--max-frames", type=int, default=DEFAULTS["max_frames"],
-                        help="frames per video, at most (default %(default)s)")
-    parser.add_argument("--raw-videos", type=int, default=DEFAULTS["raw_videos"],
-                        help="videos that also get a raw mp4 (default %(default)s)")
+    parser.add_argument("--clips", type=int, default=DEFAULTS["n_clips"], help="number of videos (default %(default)s)")
+    parser.add_argument(
+        "--min-frames",
+        type=int,
+        default=DEFAULTS["min_frames"],
+        help="frames per video, at least (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-frames", type=int, default=DEFAULTS["max_frames"], help="frames per video, at most (default %(default)s)"
+    )
+    parser.add_argument(
+        "--raw-videos",
+        type=int,
+        default=DEFAULTS["raw_videos"],
+        help="videos that also get a raw mp4 (default %(default)s)",
+    )
     parser.add_argument("--force", action="store_true", help="regenerate even if complete")
     parser.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        return generate(args.out, args.seed, args.clips, args.min_frames, args.max_frames,
-                        args.raw_videos, args.force, args.workers)
+        return generate(
+            args.out, args.seed, args.clips, args.min_frames, args.max_frames, args.raw_videos, args.force, args.workers
+        )
     except (ValueError, RuntimeError) as err:
         parser.exit(2, f"error: {err}\n")
 

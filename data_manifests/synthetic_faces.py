@@ -26,21 +26,52 @@ import cv2
 import numpy as np
 
 ACTIONS = (
-    "AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU15", "AU18", "AU20",
-    "AU23", "AU24", "AU25", "AU26", "AU43", "brow_asym", "gaze_x", "gaze_y",
+    "AU1",
+    "AU2",
+    "AU4",
+    "AU5",
+    "AU6",
+    "AU7",
+    "AU9",
+    "AU10",
+    "AU12",
+    "AU15",
+    "AU18",
+    "AU20",
+    "AU23",
+    "AU24",
+    "AU25",
+    "AU26",
+    "AU43",
+    "brow_asym",
+    "gaze_x",
+    "gaze_y",
 )
 A = {name: i for i, name in enumerate(ACTIONS)}
 
 # cv2 drawing takes fixed-point coordinates with this many fractional bits: sub-pixel features.
 _SHIFT = 4
 # Resting faces, one per subject in turn (see Subject.rest); intensities stay below AU_ON = 0.5.
-_RESTING = ((("AU15", 0.4),), (("AU1", 0.4), ("AU2", 0.35)), (("AU12", 0.35), ("AU6", 0.25)),
-            (("AU4", 0.4),), (("AU25", 0.4),), (("AU43", 0.4),), (("AU24", 0.4),), ())
+_RESTING = (
+    (("AU15", 0.4),),
+    (("AU1", 0.4), ("AU2", 0.35)),
+    (("AU12", 0.35), ("AU6", 0.25)),
+    (("AU4", 0.4),),
+    (("AU25", 0.4),),
+    (("AU43", 0.4),),
+    (("AU24", 0.4),),
+    (),
+)
 CENTER = np.array([0.5, 0.54])  # face centre, crop units: zoom is about this point
 _HAIR_STYLES = ("short", "long", "bald", "curly", "bob")
 SKIN_TONES = (  # BGR, light to dark; also the colours of occluding hands
-    (190, 205, 240), (160, 185, 225), (130, 165, 210), (105, 140, 190), (80, 110, 160),
-    (60, 85, 125), (45, 65, 100),
+    (190, 205, 240),
+    (160, 185, 225),
+    (130, 165, 210),
+    (105, 140, 190),
+    (80, 110, 160),
+    (60, 85, 125),
+    (45, 65, 100),
 )
 
 
@@ -161,8 +192,7 @@ class _Canvas:
 
     def line(self, pts, color, width: float):
         t = max(1, int(round(width * self.px * self.zoom)))
-        cv2.polylines(self.img, [_fx(pts, self.px, self.zoom)], False, _col(color), t,
-                      cv2.LINE_AA, _SHIFT)
+        cv2.polylines(self.img, [_fx(pts, self.px, self.zoom)], False, _col(color), t, cv2.LINE_AA, _SHIFT)
 
 
 def _col(color) -> tuple[float, float, float]:
@@ -173,8 +203,7 @@ def _mix(color, factor: float):
     return tuple(c * factor for c in color)
 
 
-def render_face(subject: Subject, act: np.ndarray, size: int = 112,
-                zoom: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def render_face(subject: Subject, act: np.ndarray, size: int = 112, zoom: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Draw one face crop, aligned like Aff-Wild2's ``cropped_aligned`` (eyes at ~40% height).
 
     Args:
@@ -199,13 +228,26 @@ def render_face(subject: Subject, act: np.ndarray, size: int = 112,
     jaw = 0.045 * a["AU26"]
 
     _hair_back(cv, s, cx, cy)
-    cv.poly([(cx - 0.11, cy + 0.2), (cx + 0.11, cy + 0.2), (cx + 0.13, 1.05), (cx - 0.13, 1.05)],
-            _mix(skin, 0.72), mask=True)
-    cv.poly([(cx - 0.5, 1.05), (cx - 0.42, 0.93), (cx - 0.12, 0.89), (cx, 0.95), (cx + 0.12, 0.89),
-             (cx + 0.42, 0.93), (cx + 0.5, 1.05)], s.shirt, mask=True)
+    cv.poly(
+        [(cx - 0.11, cy + 0.2), (cx + 0.11, cy + 0.2), (cx + 0.13, 1.05), (cx - 0.13, 1.05)],
+        _mix(skin, 0.72),
+        mask=True,
+    )
+    cv.poly(
+        [
+            (cx - 0.5, 1.05),
+            (cx - 0.42, 0.93),
+            (cx - 0.12, 0.89),
+            (cx, 0.95),
+            (cx + 0.12, 0.89),
+            (cx + 0.42, 0.93),
+            (cx + 0.5, 1.05),
+        ],
+        s.shirt,
+        mask=True,
+    )
     for side in (-1, 1):
-        cv.ellipse((cx + side * s.face_w * 0.97, eye_y + 0.05), (0.035, 0.065), _mix(skin, 0.85),
-                   mask=True)
+        cv.ellipse((cx + side * s.face_w * 0.97, eye_y + 0.05), (0.035, 0.065), _mix(skin, 0.85), mask=True)
     t = np.linspace(0, 2 * np.pi, 56, endpoint=False)
     lower = np.sin(t) > 0
     w = s.face_w * np.where(lower, 1 - (0.18 + 0.2 * s.chin) * np.sin(t) ** 2, 1.0)
@@ -215,8 +257,11 @@ def render_face(subject: Subject, act: np.ndarray, size: int = 112,
     # Cheeks: AU6 lifts and rounds them; they also push the lower lids up (see _eye).
     lift = 0.03 * a["AU6"] + 0.012 * a["AU12"]
     for side in (-1, 1):
-        cv.ellipse((cx + side * (s.eye_dx + 0.02), eye_y + 0.1 - lift),
-                   (0.06, 0.04 + 0.01 * a["AU6"]), _mix(skin, 1.02 + 0.08 * a["AU6"]))
+        cv.ellipse(
+            (cx + side * (s.eye_dx + 0.02), eye_y + 0.1 - lift),
+            (0.06, 0.04 + 0.01 * a["AU6"]),
+            _mix(skin, 1.02 + 0.08 * a["AU6"]),
+        )
     _nose(cv, s, a, cx, eye_y)
     for side in (-1, 1):
         _eye(cv, s, a, cx + side * s.eye_dx, eye_y, side)
@@ -225,12 +270,12 @@ def render_face(subject: Subject, act: np.ndarray, size: int = 112,
     _hair_front(cv, s, cx, cy)
     img, mask = _shade(cv, s, cx, cy)
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA), cv2.resize(
-        mask, (size, size), interpolation=cv2.INTER_AREA)
+        mask, (size, size), interpolation=cv2.INTER_AREA
+    )
 
 
 @functools.lru_cache(maxsize=64)
-def _shade_map(face_w: float, face_h: float, cx: float, cy: float, px: int,
-               zoom: float) -> np.ndarray:
+def _shade_map(face_w: float, face_h: float, cx: float, cy: float, px: int, zoom: float) -> np.ndarray:
     """Brightness factor x128 (uint8, 3 channels): darker towards the face border."""
     yy, xx = np.mgrid[0:px, 0:px].astype(np.float32) / px
     xx, yy = (xx - CENTER[0]) / zoom + CENTER[0], (yy - CENTER[1]) / zoom + CENTER[1]
@@ -248,9 +293,16 @@ def _shade(cv: _Canvas, s: Subject, cx: float, cy: float):
 def _hair_back(cv: _Canvas, s: Subject, cx: float, cy: float):
     top = cy - s.face_h
     if s.hair_style == "long":
-        cv.poly([(cx - s.face_w * 1.25, top + 0.1), (cx - s.face_w * 1.35, cy + 0.4),
-                 (cx + s.face_w * 1.35, cy + 0.4), (cx + s.face_w * 1.25, top + 0.1)], s.hair,
-                mask=True)
+        cv.poly(
+            [
+                (cx - s.face_w * 1.25, top + 0.1),
+                (cx - s.face_w * 1.35, cy + 0.4),
+                (cx + s.face_w * 1.35, cy + 0.4),
+                (cx + s.face_w * 1.25, top + 0.1),
+            ],
+            s.hair,
+            mask=True,
+        )
     if s.hair_style != "bald":
         cv.ellipse((cx, top + 0.12), (s.face_w * 1.16, 0.19), s.hair, mask=True)
     if s.hair_style == "bob":
@@ -258,8 +310,9 @@ def _hair_back(cv: _Canvas, s: Subject, cx: float, cy: float):
     if s.hair_style == "curly":
         for k in range(9):
             ang = np.pi * (1.0 + k / 8)
-            cv.ellipse((cx + 1.1 * s.face_w * np.cos(ang), top + 0.13 + 0.17 * np.sin(ang)),
-                       (0.06, 0.06), s.hair, mask=True)
+            cv.ellipse(
+                (cx + 1.1 * s.face_w * np.cos(ang), top + 0.13 + 0.17 * np.sin(ang)), (0.06, 0.06), s.hair, mask=True
+            )
 
 
 def _hair_front(cv: _Canvas, s: Subject, cx: float, cy: float):
@@ -268,10 +321,16 @@ def _hair_front(cv: _Canvas, s: Subject, cx: float, cy: float):
         cv.ellipse((cx, top + 0.06), (s.face_w * 0.6, 0.03), _mix(s.skin, 1.1))  # scalp highlight
         return
     line = top + (0.1 if s.hair_style != "curly" else 0.085)
-    pts = [(cx - s.face_w * 1.02, cy - 0.04), (cx - s.face_w * 0.95, line),
-           (cx - 0.1, line - 0.012), (cx + 0.05, line + 0.02 * (s.hair_style == "bob")),
-           (cx + s.face_w * 0.95, line), (cx + s.face_w * 1.02, cy - 0.04),
-           (cx + s.face_w * 1.05, top - 0.02), (cx - s.face_w * 1.05, top - 0.02)]
+    pts = [
+        (cx - s.face_w * 1.02, cy - 0.04),
+        (cx - s.face_w * 0.95, line),
+        (cx - 0.1, line - 0.012),
+        (cx + 0.05, line + 0.02 * (s.hair_style == "bob")),
+        (cx + s.face_w * 0.95, line),
+        (cx + s.face_w * 1.02, cy - 0.04),
+        (cx + s.face_w * 1.05, top - 0.02),
+        (cx - s.face_w * 1.05, top - 0.02),
+    ]
     cv.poly(pts, s.hair, mask=True)
 
 
@@ -283,22 +342,33 @@ def _nose(cv: _Canvas, s: Subject, a: dict, cx: float, eye_y: float):
     cv.ellipse((cx, tip_y - 0.005), (0.03 + flare, 0.022), _mix(s.skin, 0.9))
     cv.ellipse((cx, tip_y - 0.012), (0.018, 0.012), _mix(s.skin, 1.06))
     for side in (-1, 1):
-        cv.ellipse((cx + side * (0.02 + flare * 0.7), tip_y + 0.008 - 0.012 * wrinkle),
-                   (0.011 + flare * 0.4, 0.006), _mix(s.skin, 0.4), angle=side * 20)
+        cv.ellipse(
+            (cx + side * (0.02 + flare * 0.7), tip_y + 0.008 - 0.012 * wrinkle),
+            (0.011 + flare * 0.4, 0.006),
+            _mix(s.skin, 0.4),
+            angle=side * 20,
+        )
     if wrinkle > 0.05:
         for k in range(3):
             y = eye_y + 0.005 + 0.016 * k
-            cv.line([(cx - 0.028, y + 0.004), (cx, y), (cx + 0.028, y + 0.004)],
-                    _mix(s.skin, 1 - 0.35 * wrinkle), 0.007)
+            cv.line(
+                [(cx - 0.028, y + 0.004), (cx, y), (cx + 0.028, y + 0.004)], _mix(s.skin, 1 - 0.35 * wrinkle), 0.007
+            )
     fold = min(1.0, a["AU12"] + a["AU10"] + 0.8 * a["AU9"] + 0.4 * a["AU6"])
     for side in (-1, 1):
-        cv.line(_bezier((cx + side * 0.05, tip_y - 0.01), (cx + side * 0.1, tip_y + 0.05),
-                        (cx + side * (s.mouth_w + 0.04), tip_y + 0.11)),
-                _mix(s.skin, 0.96 - 0.3 * fold), 0.008)
+        cv.line(
+            _bezier(
+                (cx + side * 0.05, tip_y - 0.01),
+                (cx + side * 0.1, tip_y + 0.05),
+                (cx + side * (s.mouth_w + 0.04), tip_y + 0.11),
+            ),
+            _mix(s.skin, 0.96 - 0.3 * fold),
+            0.008,
+        )
 
 
 def _eye(cv: _Canvas, s: Subject, a: dict, ex: float, ey: float, side: int):
-    open_ = (1 + 0.75 * a["AU5"] - 0.45 * a["AU7"] - 0.3 * a["AU6"] - 0.25 * a["AU4"])
+    open_ = 1 + 0.75 * a["AU5"] - 0.45 * a["AU7"] - 0.3 * a["AU6"] - 0.25 * a["AU4"]
     open_ *= 1 - a["AU43"]
     up = s.eye_h * max(open_, 0.0) * 1.25
     low = s.eye_h * 0.75 * max(1 - 0.55 * a["AU6"] - 0.5 * a["AU7"] + 0.3 * a["AU5"], 0.1)
@@ -328,8 +398,13 @@ def _eye(cv: _Canvas, s: Subject, a: dict, ex: float, ey: float, side: int):
     cv.line(upper, (20, 20, 25), 0.016)
     cv.line(lower, _mix(s.skin, 0.6), 0.006)
     crease = ey - 2 * up * 0.5 - 0.018 - 0.01 * a["AU5"]
-    cv.line(_bezier((ex - side * s.eye_w * 0.8, crease + 0.008), (ex, crease - 0.01),
-                    (ex + side * s.eye_w, crease + 0.004)), _mix(s.skin, 0.7), 0.006)
+    cv.line(
+        _bezier(
+            (ex - side * s.eye_w * 0.8, crease + 0.008), (ex, crease - 0.01), (ex + side * s.eye_w, crease + 0.004)
+        ),
+        _mix(s.skin, 0.7),
+        0.006,
+    )
 
 
 def _brow(cv: _Canvas, s: Subject, a: dict, cx: float, eye_y: float, side: int):
@@ -342,23 +417,25 @@ def _brow(cv: _Canvas, s: Subject, a: dict, cx: float, eye_y: float, side: int):
     thick = s.brow_t * (1 + 0.5 * a["AU4"])  # lowered brows bunch up
     outer_x = cx + side * (s.eye_dx + s.eye_w * 1.25)
     ctrl_y = mid_y * 2 - 0.5 * (inner_y + outer_y)
-    top = _bezier((inner_x, inner_y - thick * 0.5), (cx + side * s.eye_dx, ctrl_y - thick * 0.5),
-                  (outer_x, outer_y))
-    bottom = _bezier((outer_x, outer_y + thick * 0.3), (cx + side * s.eye_dx, ctrl_y + thick * 0.6),
-                     (inner_x, inner_y + thick * 0.9))
+    top = _bezier((inner_x, inner_y - thick * 0.5), (cx + side * s.eye_dx, ctrl_y - thick * 0.5), (outer_x, outer_y))
+    bottom = _bezier(
+        (outer_x, outer_y + thick * 0.3), (cx + side * s.eye_dx, ctrl_y + thick * 0.6), (inner_x, inner_y + thick * 0.9)
+    )
     # Brows darker than the skin whatever the hair colour: they carry AU1, AU2 and AU4.
     cv.poly(np.vstack([top, bottom]), [min(h, 0.5 * k) * 0.85 for h, k in zip(s.hair, s.skin)])
     if a["AU4"] > 0.05 and side > 0:
         cv.ellipse((cx, base + 0.02), (0.03, 0.025), _mix(s.skin, 1 - 0.15 * a["AU4"]))
         for dx in (-0.012, 0.012):
-            cv.line([(cx + dx, base - 0.015), (cx + dx * 0.6, base + 0.035)],
-                    _mix(s.skin, 1 - 0.5 * a["AU4"]), 0.008)
+            cv.line([(cx + dx, base - 0.015), (cx + dx * 0.6, base + 0.035)], _mix(s.skin, 1 - 0.5 * a["AU4"]), 0.008)
     if a["AU1"] + a["AU2"] > 0.8 and side > 0:
         k = min(1.0, a["AU1"] + a["AU2"] - 0.8)
         for j in range(3):
             y = base - 0.06 - 0.022 * j
-            cv.line(_bezier((cx - 0.12, y + 0.006), (cx, y - 0.01), (cx + 0.12, y + 0.006)),
-                    _mix(s.skin, 1 - 0.25 * k), 0.006)
+            cv.line(
+                _bezier((cx - 0.12, y + 0.006), (cx, y - 0.01), (cx + 0.12, y + 0.006)),
+                _mix(s.skin, 1 - 0.25 * k),
+                0.006,
+            )
 
 
 def _mouth(cv: _Canvas, s: Subject, a: dict, cx: float, my: float):
@@ -374,7 +451,7 @@ def _mouth(cv: _Canvas, s: Subject, a: dict, cx: float, my: float):
     lo_in = _bezier(left, (cx, ctrl + gap), right, 15)
     u = np.linspace(0, 1, 15)
     bump = np.sin(np.pi * u) ** 0.6
-    bow = 1 - 0.3 * np.exp(-((u - 0.5) / 0.07) ** 2)
+    bow = 1 - 0.3 * np.exp(-(((u - 0.5) / 0.07) ** 2))
     up_out = up_in - np.stack([np.zeros(15), ut * 1.6 * bump * bow + lift * bump], 1)
     lo_out = lo_in + np.stack([np.zeros(15), lt * 1.6 * bump], 1)
     if gap > 0.003:
@@ -388,12 +465,10 @@ def _mouth(cv: _Canvas, s: Subject, a: dict, cx: float, my: float):
     for side, pt in ((-1, left), (1, right)):
         dark = _mix(s.skin, 1 - 0.25 * min(press + a["AU15"] + a["AU12"], 1))
         down = 0.02 * a["AU15"] - 0.012 * a["AU12"]
-        cv.line([(pt[0] + side * 0.003, pt[1]), (pt[0] + side * 0.012, pt[1] + 0.004 + down)],
-                dark, 0.006)
+        cv.line([(pt[0] + side * 0.003, pt[1]), (pt[0] + side * 0.012, pt[1] + 0.004 + down)], dark, 0.006)
 
 
-def draw_occluder(bgr: np.ndarray, alpha: np.ndarray, kind: str, x: float, y: float,
-                  color, zoom: float = 1.0) -> None:
+def draw_occluder(bgr: np.ndarray, alpha: np.ndarray, kind: str, x: float, y: float, color, zoom: float = 1.0) -> None:
     """Cover part of a face crop in place: ``bar`` (a strip, e.g. a phone or a scarf) or ``hand``.
 
     ``x, y`` is the centre in the crop units of :func:`render_face` (with the same ``zoom``); the
@@ -405,14 +480,12 @@ def draw_occluder(bgr: np.ndarray, alpha: np.ndarray, kind: str, x: float, y: fl
     ax = functools.partial(_fx2, px=px, zoom=zoom, centre=False)
     layers = ((bgr, _col(color)), (alpha, 255))
     if kind == "bar":
-        pts = fx([(x - 0.4, y - 0.07), (x + 0.4, y - 0.05), (x + 0.4, y + 0.07),
-                  (x - 0.4, y + 0.05)])
+        pts = fx([(x - 0.4, y - 0.07), (x + 0.4, y - 0.05), (x + 0.4, y + 0.07), (x - 0.4, y + 0.05)])
         for img, col in layers:
             cv2.fillPoly(img, [pts], col, cv2.LINE_AA, _SHIFT)
         return
     palm = (pt(x, y + 0.06), ax(0.13, 0.1))
-    fingers = [(pt(x - 0.1 + 0.066 * k, y - 0.06 - 0.02 * (k % 2)), ax(0.028, 0.085))
-               for k in range(4)]
+    fingers = [(pt(x - 0.1 + 0.066 * k, y - 0.06 - 0.02 * (k % 2)), ax(0.028, 0.085)) for k in range(4)]
     for img, col in layers:
         for center, axes in [palm, *fingers]:
             cv2.ellipse(img, center, axes, 0, 0, 360, col, -1, cv2.LINE_AA, _SHIFT)

@@ -36,16 +36,29 @@ EXPR_PROFILES: dict[str, dict[str, float]] = {
     "Other": {"AU18": 1.0, "brow_asym": 1.0, "gaze_x": 0.9, "AU23": 0.3},
 }
 # Where each class pulls valence and arousal at the apex.
-VA_TARGETS = {"Neutral": (0.0, 0.0), "Anger": (-0.6, 0.6), "Disgust": (-0.6, 0.2),
-              "Fear": (-0.5, 0.7), "Happiness": (0.65, 0.4), "Sadness": (-0.6, -0.4),
-              "Surprise": (0.2, 0.75), "Other": (-0.1, 0.15)}
+VA_TARGETS = {
+    "Neutral": (0.0, 0.0),
+    "Anger": (-0.6, 0.6),
+    "Disgust": (-0.6, 0.2),
+    "Fear": (-0.5, 0.7),
+    "Happiness": (0.65, 0.4),
+    "Sadness": (-0.6, -0.4),
+    "Surprise": (0.2, 0.75),
+    "Other": (-0.1, 0.15),
+}
 # Event sampling weight and apex length range (frames), tuned so that frame shares resemble the
 # Aff-Wild2 EXPR training set: Neutral and Other common, Fear and Disgust rare.
-EVENTS = {"Anger": (0.06, 8, 30), "Disgust": (0.015, 6, 16), "Fear": (0.015, 6, 16),
-          "Happiness": (0.22, 20, 70), "Sadness": (0.14, 20, 55), "Surprise": (0.15, 6, 16),
-          "Other": (0.35, 30, 90)}
-EXPR_ON = 0.3   # event strength from which the frame carries the event's class
-AU_ON = 0.5     # action intensity from which an AU is labelled present
+EVENTS = {
+    "Anger": (0.06, 8, 30),
+    "Disgust": (0.015, 6, 16),
+    "Fear": (0.015, 6, 16),
+    "Happiness": (0.22, 20, 70),
+    "Sadness": (0.14, 20, 55),
+    "Surprise": (0.15, 6, 16),
+    "Other": (0.35, 30, 90),
+}
+EXPR_ON = 0.3  # event strength from which the frame carries the event's class
+AU_ON = 0.5  # action intensity from which an AU is labelled present
 FORCED_APEX = 12  # the events that put every class in every split are kept this short
 _AU_IDX = [faces.A[name] for name in AU_NAMES]
 
@@ -96,9 +109,16 @@ def _event(rng: np.random.Generator, cls: int, forced: bool) -> _Event:
         profile[[faces.A["AU25"], faces.A["AU26"]]] = 0
     if name == "Other":
         profile[faces.A["gaze_x"]] *= rng.choice([-1, 1])
-    return _Event(cls, forced, int(rng.integers(4, 11)), int(rng.integers(lo, hi + 1)),
-                  int(rng.integers(4, 13)), int(rng.integers(3, 11 if forced else 25)),
-                  float(rng.uniform(0.55, 1.0)), profile)
+    return _Event(
+        cls,
+        forced,
+        int(rng.integers(4, 11)),
+        int(rng.integers(lo, hi + 1)),
+        int(rng.integers(4, 13)),
+        int(rng.integers(3, 11 if forced else 25)),
+        float(rng.uniform(0.55, 1.0)),
+        profile,
+    )
 
 
 def _envelope(e: _Event, rng: np.random.Generator) -> np.ndarray:
@@ -136,7 +156,7 @@ def timeline(rng: np.random.Generator, n_target: int, forced: tuple[int, ...]) -
     act = np.zeros((n, len(faces.ACTIONS)))
     expr, strength, va_event = np.zeros(n, int), np.zeros(n), np.zeros((n, 2))
     for e in events:
-        env = _envelope(e, rng)[:max(n - t, 0)]
+        env = _envelope(e, rng)[: max(n - t, 0)]
         span = slice(t, t + len(env))
         act[span] = np.maximum(act[span], env[:, None] * e.profile[None])
         act[span, faces.A["gaze_x"]] = env * e.profile[faces.A["gaze_x"]]
@@ -166,10 +186,14 @@ def timeline(rng: np.random.Generator, n_target: int, forced: tuple[int, ...]) -
     drift = np.stack([_walk(rng, n, 0.08, 40), _walk(rng, n, 0.08, 40)], 1)
     va = base + drift + va_event + np.stack([np.zeros(n), 0.12 * talk], 1)
     kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
-    va = np.stack([np.convolve(np.pad(c, 6, mode="edge"), kernel / kernel.sum(), "valid")
-                   for c in va.T], 1)
-    return {"act": act, "expr": expr, "strength": strength,
-            "au": (act[:, _AU_IDX] >= AU_ON).astype(int), "va": np.clip(va, -1, 1).round(3)}
+    va = np.stack([np.convolve(np.pad(c, 6, mode="edge"), kernel / kernel.sum(), "valid") for c in va.T], 1)
+    return {
+        "act": act,
+        "expr": expr,
+        "strength": strength,
+        "au": (act[:, _AU_IDX] >= AU_ON).astype(int),
+        "va": np.clip(va, -1, 1).round(3),
+    }
 
 
 def invalidate(rng: np.random.Generator, tl: dict) -> dict:
@@ -181,9 +205,9 @@ def invalidate(rng: np.random.Generator, tl: dict) -> dict:
         if rng.random() < 0.35:
             length = int(rng.integers(5, 21))
             start = int(rng.integers(0, max(n - length, 1)))
-            kept = set(np.delete(tl["expr"], np.s_[start:start + length]).tolist())
+            kept = set(np.delete(tl["expr"], np.s_[start : start + length]).tolist())
             if labels is not expr or kept == set(tl["expr"].tolist()):
-                labels[start:start + length] = marker
+                labels[start : start + length] = marker
     return {"va": va, "expr": expr, "au": au}
 
 
@@ -211,11 +235,18 @@ def nuisance(rng: np.random.Generator, n: int, lost_runs: int) -> dict:
         occ.append((s, end, kind, rng.uniform(0.35, 0.65), y, rng.normal(0, 0.01, 2), color))
     lost = np.zeros(n, bool)
     for start in rng.integers(0, max(n - 2, 1), lost_runs):
-        lost[start:start + rng.integers(2, 11)] = True
+        lost[start : start + rng.integers(2, 11)] = True
     return {
-        "dx": _walk(rng, n, 0.02, 20), "dy": _walk(rng, n, 0.015, 20),
-        "rot": _walk(rng, n, 4.0, 25) + turn, "scale": 1 + _walk(rng, n, 0.03, 30),
-        "gain": gain, "grad": np.clip(_walk(rng, n, 0.2, 50), -0.35, 0.35),
-        "cast": rng.uniform(0.9, 1.1, 3), "blur": blur, "noise": noise, "occ": occ,
-        "lost": lost, "quality": int(rng.integers(80, 96)),
+        "dx": _walk(rng, n, 0.02, 20),
+        "dy": _walk(rng, n, 0.015, 20),
+        "rot": _walk(rng, n, 4.0, 25) + turn,
+        "scale": 1 + _walk(rng, n, 0.03, 30),
+        "gain": gain,
+        "grad": np.clip(_walk(rng, n, 0.2, 50), -0.35, 0.35),
+        "cast": rng.uniform(0.9, 1.1, 3),
+        "blur": blur,
+        "noise": noise,
+        "occ": occ,
+        "lost": lost,
+        "quality": int(rng.integers(80, 96)),
     }

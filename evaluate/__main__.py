@@ -15,23 +15,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m evaluate",
         description="Evaluate trained runs (docs/run_format.md): an HTML/Markdown report over every run, "
-                    "or one run's predictions for a whole split in the ABAW submission format.")
+        "or one run's predictions for a whole split in the ABAW submission format.",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="{report,predict}")
-    r = sub.add_parser("report", help="every run of RUNS_DIR -> REPORT_DIR/index.html and summary.md",
-                       description="Write <report-dir>/index.html (opens from disk, no network) and summary.md: "
-                                   "the table of runs, temporal models vs the frame/avgpool baselines, the feature "
-                                   "caches, and per run the training curves, label distributions, confusion "
-                                   "matrices and valence/arousal time plots (PNG files in <report-dir>/runs/).")
+    r = sub.add_parser(
+        "report",
+        help="every run of RUNS_DIR -> REPORT_DIR/index.html and summary.md",
+        description="Write <report-dir>/index.html (opens from disk, no network) and summary.md: "
+        "the table of runs, temporal models vs the frame/avgpool baselines, the feature "
+        "caches, and per run the training curves, label distributions, confusion "
+        "matrices and valence/arousal time plots (PNG files in <report-dir>/runs/).",
+    )
     r.add_argument("--runs-dir", default="runs", help="RUNS_DIR: one folder per run (default %(default)s)")
     r.add_argument("--report-dir", default="reports", help="REPORT_DIR (default %(default)s)")
-    q = sub.add_parser("predict", help="a run's predictions for every frame of a split (ABAW format + per-video CSV)",
-                       description="Predict every frame of SPLIT with <runs-dir>/<run>/model.keras and write "
-                                   "<runs-dir>/<run>/predictions_<split>/: abaw_<task>.txt (ABAW submission "
-                                   "format), per_video/<sample>.csv and summary.json.",
-                       epilog="Frames without a face (--no-face): 'model' keeps the model's output at the masked "
-                              "frame (recurrent models fill it from context, avgpool gives the window's "
-                              "prediction); 'nearest' copies the nearest face frame's prediction; 'auto' uses "
-                              "nearest for the per-frame 'frame' model and model for the others.")
+    q = sub.add_parser(
+        "predict",
+        help="a run's predictions for every frame of a split (ABAW format + per-video CSV)",
+        description="Predict every frame of SPLIT with <runs-dir>/<run>/model.keras and write "
+        "<runs-dir>/<run>/predictions_<split>/: abaw_<task>.txt (ABAW submission "
+        "format), per_video/<sample>.csv and summary.json.",
+        epilog="Frames without a face (--no-face): 'model' keeps the model's output at the masked "
+        "frame (recurrent models fill it from context, avgpool gives the window's "
+        "prediction); 'nearest' copies the nearest face frame's prediction; 'auto' uses "
+        "nearest for the per-frame 'frame' model and model for the others.",
+    )
     q.add_argument("--run", required=True, help="RUN: a run id in --runs-dir (or a run folder)")
     q.add_argument("--split", required=True, choices=SPLITS, help="SPLIT to predict")
     q.add_argument("--runs-dir", default="runs", help="RUNS_DIR (default %(default)s)")
@@ -39,8 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--cache-dir", default=None, help="CACHE_DIR (default: the cache the run was trained on)")
     # Checked by predict_run, which lists the valid names: importing evaluate.predict here would load
     # the deep-learning backend for `report` and --help too.
-    q.add_argument("--no-face", default="auto", metavar="{auto,model,nearest}",
-                   help="prediction for frames without a face (default %(default)s; see below)")
+    q.add_argument(
+        "--no-face",
+        default="auto",
+        metavar="{auto,model,nearest}",
+        help="prediction for frames without a face (default %(default)s; see below)",
+    )
     q.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: the run's)")
     return p
 
@@ -57,8 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from evaluate.predict import predict_run
 
-            summary = predict_run(args.run, args.split, runs_dir=args.runs_dir, data_root=args.data_root,
-                                  cache_dir=args.cache_dir, no_face=args.no_face, batch_size=args.batch_size)
+            summary = predict_run(
+                args.run,
+                args.split,
+                runs_dir=args.runs_dir,
+                data_root=args.data_root,
+                cache_dir=args.cache_dir,
+                no_face=args.no_face,
+                batch_size=args.batch_size,
+            )
             print(json.dumps(summary))
     except (ValueError, FileNotFoundError) as err:  # bad run, split, dataset or cache: one line with the fix
         print(f"error: {err}", file=sys.stderr)

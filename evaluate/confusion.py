@@ -48,8 +48,10 @@ def confusion_tables(y_true, y_pred, class_names) -> tuple[pd.DataFrame, pd.Data
     totals = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     index = pd.Index(list(class_names), name="true")
-    return (pd.DataFrame(counts, index=index, columns=list(class_names)),
-            pd.DataFrame(normalised, index=index, columns=list(class_names)))
+    return (
+        pd.DataFrame(counts, index=index, columns=list(class_names)),
+        pd.DataFrame(normalised, index=index, columns=list(class_names)),
+    )
 
 
 def au_confusion_table(y_true, y_pred, au_names) -> pd.DataFrame:
@@ -67,8 +69,14 @@ def _matrix_figure(matrix: np.ndarray, names, title: str, values_format: str) ->
     fig = Figure(figsize=(side + 0.8, side), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     disp = ConfusionMatrixDisplay(confusion_matrix=matrix, display_labels=list(names))
-    disp.plot(ax=ax, cmap="Blues", colorbar=True, values_format=values_format, xticks_rotation=45,
-              im_kw={"vmin": 0.0, "vmax": 1.0} if values_format != "d" else None)
+    disp.plot(
+        ax=ax,
+        cmap="Blues",
+        colorbar=True,
+        values_format=values_format,
+        xticks_rotation=45,
+        im_kw={"vmin": 0.0, "vmax": 1.0} if values_format != "d" else None,
+    )
     # sklearn picks the text colour from the data range, which turns labels white on pale cells
     # when no cell is dark; decide from the colour scale instead.
     top = 1.0 if values_format != "d" else max(float(matrix.max()), 1.0)
@@ -93,8 +101,15 @@ def _au_figure(table: pd.DataFrame, title: str) -> Figure:
         rates = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
         ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
         for (i, j), c in np.ndenumerate(counts):
-            ax.text(j, i, f"{int(c)}\n{rates[i, j]:.2f}", ha="center", va="center", fontsize=7.5,
-                    color="white" if rates[i, j] > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(c)}\n{rates[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7.5,
+                color="white" if rates[i, j] > 0.6 else "black",
+            )
         ax.set_title(au, fontsize=9)
         ax.set_xticks([0, 1], ["0", "1"], fontsize=7)
         ax.set_yticks([0, 1], ["0", "1"], fontsize=7)
@@ -127,8 +142,9 @@ def write_confusion(predictions: pd.DataFrame, task: str | TaskSpec, out_dir: st
     rows = spec.scored_rows(predictions)
     names = spec.labels.names
     if spec.labels.kind == "multilabel":
-        table = au_confusion_table(rows[[f"true_{n}" for n in names]].to_numpy(int),
-                                   rows[[f"pred_{n}" for n in names]].to_numpy(int), names)
+        table = au_confusion_table(
+            rows[[f"true_{n}" for n in names]].to_numpy(int), rows[[f"pred_{n}" for n in names]].to_numpy(int), names
+        )
         csv, png = out / f"confusion_{spec.name}.csv", out / f"confusion_{spec.name}.png"
         table.to_csv(csv)
         _au_figure(table, f"{spec.name.upper()} confusion, {len(rows)} {spec.unit} (rows: true 0/1)").savefig(png)

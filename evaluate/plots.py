@@ -61,12 +61,21 @@ def plot_history(history: pd.DataFrame, monitor: str, path: str | Path) -> Path:
         values = history[col].to_numpy(float)
         best = int(np.nanargmax(values))
         ax_metric.plot(epochs, values, marker="o", ms=3, color=AFTER)
-        ax_metric.scatter([epochs[best]], [values[best]], s=90, facecolors="none", edgecolors=PRED, linewidths=2,
-                          label=f"best: epoch {epochs[best]}, {values[best]:.3f}", zorder=3)
+        ax_metric.scatter(
+            [epochs[best]],
+            [values[best]],
+            s=90,
+            facecolors="none",
+            edgecolors=PRED,
+            linewidths=2,
+            label=f"best: epoch {epochs[best]}, {values[best]:.3f}",
+            zorder=3,
+        )
         ax_metric.legend(fontsize=8)
     else:
-        ax_metric.text(0.5, 0.5, f"no finite {col} in history.csv", ha="center", va="center",
-                       transform=ax_metric.transAxes)
+        ax_metric.text(
+            0.5, 0.5, f"no finite {col} in history.csv", ha="center", va="center", transform=ax_metric.transAxes
+        )
     ax_metric.set_xlabel("epoch")
     ax_metric.set_ylabel(monitor)
     ax_metric.set_title(f"validation {monitor}", fontsize=10)
@@ -121,8 +130,10 @@ def plot_label_distribution(dist: dict, path: str | Path) -> Path:
     if dist.get("rebalance") == "none":
         title = f"training {unit}: {before.get('units', '?')} (rebalance 'none': after = before)"
     else:
-        title = (f"training {unit}: {before.get('units', '?')} before, {after.get('units', '?')} after "
-                 f"rebalance '{dist.get('rebalance', '?')}'")
+        title = (
+            f"training {unit}: {before.get('units', '?')} before, {after.get('units', '?')} after "
+            f"rebalance '{dist.get('rebalance', '?')}'"
+        )
     fig.suptitle(title, fontsize=11)
     if key is None:
         for ax in axes[0]:
@@ -139,8 +150,12 @@ def plot_label_distribution(dist: dict, path: str | Path) -> Path:
         positive = np.concatenate([b, a])
         positive = positive[positive > 0]
         log = bool(positive.size) and positive.max() / positive.min() > 50
-        what = {"classes": "class", "positives": "AU positives", "quadrants": "VA quadrant",
-                "dominant": "dominant intensity"}[key]
+        what = {
+            "classes": "class",
+            "positives": "AU positives",
+            "quadrants": "VA quadrant",
+            "dominant": "dominant intensity",
+        }[key]
         _grouped_bars(axes[0, 0], names, b, a, "count", log)
         axes[0, 0].set_title(f"{what} counts" + (" (log scale)" if log else ""), fontsize=10)
         share_b = b / b.sum() if b.sum() else b
@@ -167,8 +182,7 @@ def plot_label_distribution(dist: dict, path: str | Path) -> Path:
 
 def va_videos(predictions: pd.DataFrame, n: int = 3) -> list[str]:
     """The ``n`` validation videos with the most annotated frames (ties: sample id order)."""
-    counts = (predictions.assign(_v=predictions["valid"].astype(int))
-              .groupby("sample_id", sort=True)["_v"].sum())
+    counts = predictions.assign(_v=predictions["valid"].astype(int)).groupby("sample_id", sort=True)["_v"].sum()
     return counts.sort_values(ascending=False, kind="stable").index[:n].tolist()
 
 

@@ -85,8 +85,9 @@ def image_locations(sample_ids: list[str], lengths: np.ndarray, frame_index: np.
     return np.array([f"{s}/{int(f):05d}.jpg" for s, f in zip(names, frame_index)], dtype=object)
 
 
-def fill_nearest(pred: np.ndarray, face: np.ndarray, frame_index: np.ndarray,
-                 offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def fill_nearest(
+    pred: np.ndarray, face: np.ndarray, frame_index: np.ndarray, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Copies, to every frame without a face, the prediction of the nearest face frame of its sample.
 
     Args:
@@ -126,8 +127,10 @@ def _check_cache(reader: CacheReader, config: dict) -> None:
     differ = [k for k in CACHE_IDENTITY if k in trained and trained[k] != now.get(k)]
     if differ:
         k = differ[0]
-        raise ValueError(f"{reader.path}: {k} is {now.get(k)!r} but the run was trained on {trained[k]!r} "
-                         f"({config.get('cache')}); point CACHE_DIR at the cache the run used")
+        raise ValueError(
+            f"{reader.path}: {k} is {now.get(k)!r} but the run was trained on {trained[k]!r} "
+            f"({config.get('cache')}); point CACHE_DIR at the cache the run used"
+        )
 
 
 def write_submission(path: Path, task: TaskSpec, locations: np.ndarray, pred: np.ndarray) -> Path:
@@ -146,23 +149,36 @@ def _write_outputs(out: Path, split: SplitData, task: TaskSpec, pred: np.ndarray
         clips.to_csv(out / "clips.csv", index=False, float_format="%.6f")
         return {"clips": str(out / "clips.csv")}
     locations = image_locations(split.sample_ids, split.lengths, split.frame_index)
-    face = split.face[:split.n_frames]
+    face = split.face[: split.n_frames]
     if task.submission:
         files["abaw"] = str(write_submission(out / f"abaw_{task.name}.txt", task, locations, pred))
     per_video = out / "per_video"
     per_video.mkdir()
-    table = pd.DataFrame({"frame_index": split.frame_index, "image_location": locations,
-                          "face": face.astype(np.int64), "filled": filled.astype(np.int64),
-                          **task.frame_outputs(pred)})
+    table = pd.DataFrame(
+        {
+            "frame_index": split.frame_index,
+            "image_location": locations,
+            "face": face.astype(np.int64),
+            "filled": filled.astype(np.int64),
+            **task.frame_outputs(pred),
+        }
+    )
     for sample_id, lo, hi in zip(split.sample_ids, split.offsets[:-1], split.offsets[1:]):
         table.iloc[lo:hi].to_csv(per_video / f"{sample_id}.csv", index=False, float_format="%.6f")
     files["per_video"] = str(per_video)
     return files
 
 
-def predict_run(run: str | Path, split: str, runs_dir: str | Path = "runs", data_root: str | None = None,
-                cache_dir: str | None = None, no_face: str = "auto", batch_size: int | None = None,
-                table: pd.DataFrame | None = None) -> dict:
+def predict_run(
+    run: str | Path,
+    split: str,
+    runs_dir: str | Path = "runs",
+    data_root: str | None = None,
+    cache_dir: str | None = None,
+    no_face: str = "auto",
+    batch_size: int | None = None,
+    table: pd.DataFrame | None = None,
+) -> dict:
     """Predicts every frame (or clip) of ``split`` with a run's saved model and writes the files.
 
     Args:
@@ -203,17 +219,21 @@ def predict_run(run: str | Path, split: str, runs_dir: str | Path = "runs", data
     rows = table[(table["task"] == task.name) & (table["split"] == split)]
     if rows.empty:
         have = sorted(table.loc[table["task"] == task.name, "split"].unique())
-        raise ValueError(f"{root}: dataset '{dataset}' has no '{split}' samples for task '{task.name}' "
-                         f"(splits with them: {', '.join(have) or 'none'}); choose SPLIT among those")
+        raise ValueError(
+            f"{root}: dataset '{dataset}' has no '{split}' samples for task '{task.name}' "
+            f"(splits with them: {', '.join(have) or 'none'}); choose SPLIT among those"
+        )
     cache = cache_path(cache_dir, dataset, config["backbone"]) if cache_dir else Path(config["cache"])
     reader = CacheReader(cache)
     _check_cache(reader, config)
     stored = set(reader.video_ids())
     missing = [s for s in rows["sample_id"] if s not in stored]
     if missing:
-        raise ValueError(f"{cache}: {len(missing)} of {len(rows)} '{split}' samples are not in the cache "
-                         f"(e.g. '{missing[0]}'); run `make extract` for this dataset and backbone so every "
-                         f"frame gets a prediction")
+        raise ValueError(
+            f"{cache}: {len(missing)} of {len(rows)} '{split}' samples are not in the cache "
+            f"(e.g. '{missing[0]}'); run `make extract` for this dataset and backbone so every "
+            f"frame gets a prediction"
+        )
     data, _ = load_split(reader, rows, task)
     model = keras.saving.load_model(model_path, safe_mode=True)
     start = time.perf_counter()
@@ -221,7 +241,7 @@ def predict_run(run: str | Path, split: str, runs_dir: str | Path = "runs", data
     policy = ("model" if model_spec.context else "nearest") if no_face == "auto" else no_face
     filled = np.zeros(len(pred), bool)
     if task.level == "frame" and policy == "nearest":
-        pred, filled = fill_nearest(pred, data.face[:data.n_frames], data.frame_index, data.offsets)
+        pred, filled = fill_nearest(pred, data.face[: data.n_frames], data.frame_index, data.offsets)
     seconds = time.perf_counter() - start
 
     out = run_dir / predictions_dir(split)
@@ -230,14 +250,23 @@ def predict_run(run: str | Path, split: str, runs_dir: str | Path = "runs", data
         shutil.rmtree(work)  # left by an interrupted earlier call of this function
     work.mkdir()
     files = _write_outputs(work, data, task, pred, filled)
-    face = data.face[:data.n_frames]
+    face = data.face[: data.n_frames]
     summary = {
-        "run": run_dir.name, "split": split, "task": task.name, "model": config["model"],
-        "dataset": dataset, "data_root": str(root), "cache": str(cache), "samples": len(data.sample_ids),
-        "frames": int(data.n_frames), "frames_without_face": int((~face).sum()),
+        "run": run_dir.name,
+        "split": split,
+        "task": task.name,
+        "model": config["model"],
+        "dataset": dataset,
+        "data_root": str(root),
+        "cache": str(cache),
+        "samples": len(data.sample_ids),
+        "frames": int(data.n_frames),
+        "frames_without_face": int((~face).sum()),
         "no_face_policy": policy if task.level == "frame" else "clip tasks pool the face frames of each clip",
-        "filled_from_nearest": int(filled.sum()), "seconds": round(seconds, 2),
-        "keras_version": keras.__version__, "backend": keras.backend.backend(),
+        "filled_from_nearest": int(filled.sum()),
+        "seconds": round(seconds, 2),
+        "keras_version": keras.__version__,
+        "backend": keras.backend.backend(),
         "files": {k: str(out / Path(v).relative_to(work)) for k, v in files.items()},
     }
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -250,6 +279,12 @@ def predict_run(run: str | Path, split: str, runs_dir: str | Path = "runs", data
         shutil.rmtree(old)
     else:
         work.replace(out)
-    log.info("%s: %d %s of %d samples -> %s", run_dir.name, summary["frames"] if task.level == "frame" else
-             summary["samples"], "frames" if task.level == "frame" else "clips", summary["samples"], out)
+    log.info(
+        "%s: %d %s of %d samples -> %s",
+        run_dir.name,
+        summary["frames"] if task.level == "frame" else summary["samples"],
+        "frames" if task.level == "frame" else "clips",
+        summary["samples"],
+        out,
+    )
     return summary

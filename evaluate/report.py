@@ -151,8 +151,16 @@ def collect_runs(runs_dir: str | Path) -> list[Run]:
 
     def key(r: Run):
         task_rank = order.index(r.task) if r.task in order else len(order)
-        return (str(r.get("dataset")), task_rank, r.backbone, str(r.get("model")), str(r.get("rebalance")),
-                str(r.get("seed")), r.run_id)
+        return (
+            str(r.get("dataset")),
+            task_rank,
+            r.backbone,
+            str(r.get("model")),
+            str(r.get("rebalance")),
+            str(r.get("seed")),
+            r.run_id,
+        )
+
     return sorted(runs, key=key)
 
 
@@ -166,9 +174,17 @@ def runs_table(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame]:
     metric_cols = list(dict.fromkeys(m for t in tasks for m in TASKS[t].headline))
     rows = []
     for r in runs:
-        row = {"run": r.run_id, "dataset": r.get("dataset"), "backbone": r.backbone, "model": r.get("model"),
-               "task": r.task, "rebalance": r.get("rebalance"), "seed": r.get("seed"), "epochs": r.epochs(),
-               "n_frames": r.metrics.get("n_frames", math.nan)}
+        row = {
+            "run": r.run_id,
+            "dataset": r.get("dataset"),
+            "backbone": r.backbone,
+            "model": r.get("model"),
+            "task": r.task,
+            "rebalance": r.get("rebalance"),
+            "seed": r.get("seed"),
+            "epochs": r.epochs(),
+            "n_frames": r.metrics.get("n_frames", math.nan),
+        }
         for m in metric_cols:
             value = r.metrics.get(m) if r.spec and m in r.spec.headline else None
             row[m] = float(value) if isinstance(value, (int, float)) else math.nan
@@ -215,9 +231,21 @@ def comparison_tables(runs: list[Run]) -> list[tuple[dict, pd.DataFrame]]:
     The key names that baseline (``baseline``, ``baseline_mean``).
     """
     out = []
-    frame = pd.DataFrame([{"dataset": r.get("dataset"), "backbone": r.backbone, "task": r.task,
-                           "rebalance": str(r.get("rebalance")), "model": str(r.get("model")), "seed": r.get("seed"),
-                           "score": r.score} for r in runs if not math.isnan(r.score)])
+    frame = pd.DataFrame(
+        [
+            {
+                "dataset": r.get("dataset"),
+                "backbone": r.backbone,
+                "task": r.task,
+                "rebalance": str(r.get("rebalance")),
+                "model": str(r.get("model")),
+                "seed": r.get("seed"),
+                "score": r.score,
+            }
+            for r in runs
+            if not math.isnan(r.score)
+        ]
+    )
     if frame.empty:
         return out
     for (dataset, backbone, task), group in frame.groupby(["dataset", "backbone", "task"], sort=False):
@@ -225,18 +253,32 @@ def comparison_tables(runs: list[Run]) -> list[tuple[dict, pd.DataFrame]]:
         stats = by["score"].agg(["count", "mean", "std", "max"])
         seeds = by["seed"].agg(lambda s: ", ".join(str(v) for v in sorted(set(s), key=str)))
         models = stats.index.get_level_values("model")
-        table = pd.DataFrame({
-            "model": models, "rebalance": stats.index.get_level_values("rebalance"),
-            "kind": ["baseline" if _is_baseline(m) else "temporal" for m in models],
-            "runs": stats["count"].to_numpy(int), "seeds": seeds.to_numpy(),
-            "mean": stats["mean"].to_numpy(float), "std": stats["std"].fillna(0.0).to_numpy(float),
-            "best": stats["max"].to_numpy(float)})
+        table = pd.DataFrame(
+            {
+                "model": models,
+                "rebalance": stats.index.get_level_values("rebalance"),
+                "kind": ["baseline" if _is_baseline(m) else "temporal" for m in models],
+                "runs": stats["count"].to_numpy(int),
+                "seeds": seeds.to_numpy(),
+                "mean": stats["mean"].to_numpy(float),
+                "std": stats["std"].fillna(0.0).to_numpy(float),
+                "best": stats["max"].to_numpy(float),
+            }
+        )
         base = table[table["kind"] == "baseline"].sort_values("mean", ascending=False, kind="stable")
-        key = {"dataset": dataset, "backbone": backbone, "task": task, "metric": TASKS[task].monitor,
-               "baseline": None, "baseline_mean": math.nan}
+        key = {
+            "dataset": dataset,
+            "backbone": backbone,
+            "task": task,
+            "metric": TASKS[task].monitor,
+            "baseline": None,
+            "baseline_mean": math.nan,
+        }
         if len(base):
-            key.update(baseline=f"{base['model'].iloc[0]} ({base['rebalance'].iloc[0]})",
-                       baseline_mean=float(base["mean"].iloc[0]))
+            key.update(
+                baseline=f"{base['model'].iloc[0]} ({base['rebalance'].iloc[0]})",
+                baseline_mean=float(base["mean"].iloc[0]),
+            )
         table["delta"] = table["mean"] - key["baseline_mean"]
         table = table.sort_values(["kind", "mean"], ascending=[False, False], kind="stable").reset_index(drop=True)
         out.append((key, table))
@@ -255,11 +297,20 @@ def extraction_table(runs: list[Run]) -> pd.DataFrame:
             try:
                 s = json.loads(summary_file.read_text())
                 failed = s.get("failed", [])
-                row.update({"backbone": s.get("backbone"), "backend": s.get("backend"), "mode": s.get("mode"),
-                            "run_frames": s.get("frames"), "run_faces": s.get("faces"),
-                            "run_face_hit_rate": s.get("face_hit_rate"), "seconds": s.get("seconds"),
-                            "frames_per_s": s.get("frames_per_s"), "done": s.get("done"),
-                            "failed": len(failed) if isinstance(failed, list) else failed})
+                row.update(
+                    {
+                        "backbone": s.get("backbone"),
+                        "backend": s.get("backend"),
+                        "mode": s.get("mode"),
+                        "run_frames": s.get("frames"),
+                        "run_faces": s.get("faces"),
+                        "run_face_hit_rate": s.get("face_hit_rate"),
+                        "seconds": s.get("seconds"),
+                        "frames_per_s": s.get("frames_per_s"),
+                        "done": s.get("done"),
+                        "failed": len(failed) if isinstance(failed, list) else failed,
+                    }
+                )
             except ValueError as err:
                 note.append(f"{summary_file.name} unreadable ({err})")
         else:
@@ -271,8 +322,24 @@ def extraction_table(runs: list[Run]) -> pd.DataFrame:
             note.append(str(err))
         row["note"] = "; ".join(note)
         rows.append(row)
-    columns = ["cache", "runs", "backbone", "backend", "mode", "videos", "frames", "face_hit_rate", "run_frames",
-               "run_faces", "run_face_hit_rate", "done", "failed", "seconds", "frames_per_s", "note"]
+    columns = [
+        "cache",
+        "runs",
+        "backbone",
+        "backend",
+        "mode",
+        "videos",
+        "frames",
+        "face_hit_rate",
+        "run_frames",
+        "run_faces",
+        "run_face_hit_rate",
+        "done",
+        "failed",
+        "seconds",
+        "frames_per_s",
+        "note",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -314,8 +381,12 @@ def run_figures(run: Run, out_dir: Path) -> dict[str, Path]:
     if run.history is not None and run.monitor:
         jobs.append(("history", lambda: [plot_history(run.history, run.monitor, out_dir / "history.png")]))
     if run.distribution is not None:
-        jobs.append(("label distribution",
-                     lambda: [plot_label_distribution(run.distribution, out_dir / "label_distribution.png")]))
+        jobs.append(
+            (
+                "label distribution",
+                lambda: [plot_label_distribution(run.distribution, out_dir / "label_distribution.png")],
+            )
+        )
     plots = run.spec.plots if run.spec else ()
     if run.predictions is not None and "confusion" in plots:
         jobs.append(("confusion", lambda: write_confusion(run.predictions, run.spec, out_dir)))
@@ -350,15 +421,23 @@ def build_report(runs_dir: str | Path, report_dir: str | Path) -> dict[str, Path
     runs = collect_runs(runs_dir)
     figures = {}
     for r in runs:
-        figures[r.run_id] = {k: p.relative_to(report_dir) for k, p in
-                             run_figures(r, report_dir / "runs" / r.run_id).items()}
+        figures[r.run_id] = {
+            k: p.relative_to(report_dir) for k, p in run_figures(r, report_dir / "runs" / r.run_id).items()
+        }
         for problem in r.problems:
             log.warning("%s: %s", r.path, problem)
     table, best = runs_table(runs)
     context = render.Context(
-        runs=runs, table=table, best=best, best_runs=best_runs(runs), comparisons=comparison_tables(runs),
-        caches=extraction_table(runs), figures=figures, runs_dir=str(runs_dir),
-        generated=time.strftime("%Y-%m-%d %H:%M:%S"))
+        runs=runs,
+        table=table,
+        best=best,
+        best_runs=best_runs(runs),
+        comparisons=comparison_tables(runs),
+        caches=extraction_table(runs),
+        figures=figures,
+        runs_dir=str(runs_dir),
+        generated=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
     html_path, md_path = report_dir / "index.html", report_dir / "summary.md"
     for path, text in ((html_path, render.html_page(context)), (md_path, render.markdown(context))):
         tmp = path.with_name(path.name + ".partial")

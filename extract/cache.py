@@ -120,7 +120,7 @@ def cache_path(cache_dir: str | Path, dataset: str, backbone: str) -> Path:
     the file guards the rest.
     """
     if backbone.startswith("file:"):
-        model = Path(backbone[len("file:"):])
+        model = Path(backbone[len("file:") :])
         safe = "-".join(part for part in ("file", model.parent.name, model.stem) if part)
     else:
         safe = backbone.replace("/", "_").replace("\\", "_")
@@ -213,8 +213,12 @@ class VideoWriter(ShardWriter):
         }
         self._dsets = {
             name: self.group.create_dataset(
-                name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype,
-                chunks=(CHUNK_FRAMES, *tail), compression=COMPRESSION,
+                name,
+                shape=(0, *tail),
+                maxshape=(None, *tail),
+                dtype=dtype,
+                chunks=(CHUNK_FRAMES, *tail),
+                compression=COMPRESSION,
             )
             for name, (tail, dtype) in specs.items()
         }
@@ -234,23 +238,24 @@ class VideoWriter(ShardWriter):
         if rows["embeddings"].shape[1:] != (self.meta.embedding_dim,):
             raise CacheError(
                 f"{self.tmp_path}: embeddings of shape {rows['embeddings'].shape[1:]}, "
-                f"expected ({self.meta.embedding_dim},)")
+                f"expected ({self.meta.embedding_dim},)"
+            )
         for name, arr in rows.items():
             dset = self._dsets[name]
             dset.resize(self.n + k, axis=0)
-            dset[self.n:self.n + k] = arr
+            dset[self.n : self.n + k] = arr
         self.n += k
 
 
 def _check_meta(path: Path, have: CacheMeta, want: CacheMeta) -> None:
-    keys = ("backbone", "embedding_dim", "input_size", "preprocessing", "weights_sha256", "embedding_layer",
-            "detector")
+    keys = ("backbone", "embedding_dim", "input_size", "preprocessing", "weights_sha256", "embedding_layer", "detector")
     diff = [k for k in keys if getattr(have, k) != getattr(want, k)]
     if diff:
         detail = ", ".join(f"{k}: {getattr(have, k)!r} != {getattr(want, k)!r}" for k in diff)
         raise CacheError(
             f"{path}: was written with other settings ({detail}); "
-            f"delete it or choose another CACHE_DIR to extract with these settings")
+            f"delete it or choose another CACHE_DIR to extract with these settings"
+        )
 
 
 def finished_shards(parts_dir: str | Path) -> list[Path]:
@@ -341,7 +346,8 @@ class CacheReader:
         if version is None or int(version) != FORMAT_VERSION or not has_videos:
             raise CacheError(
                 f"{self.path}: cache format version {version}, this code reads version {FORMAT_VERSION}; "
-                f"delete the file and run `make extract` again")
+                f"delete the file and run `make extract` again"
+            )
         self.meta = CacheMeta.from_attrs(attrs)
 
     def _open(self) -> h5py.File:
@@ -350,8 +356,8 @@ class CacheReader:
     def video_ids(self, complete_only: bool = True) -> list[str]:
         with self._open() as f:
             return sorted(
-                vid for vid, g in f["videos"].items()
-                if not complete_only or bool(g.attrs.get("complete", False)))
+                vid for vid, g in f["videos"].items() if not complete_only or bool(g.attrs.get("complete", False))
+            )
 
     def __contains__(self, video_id: str) -> bool:
         return video_id in self.video_ids()
@@ -366,8 +372,13 @@ class CacheReader:
                 faces += int(np.count_nonzero(g["face_mask"][()]))
         summary = summary_path(self.path)
         stats = json.loads(summary.read_text()) if summary.is_file() else {}
-        return {"videos": len(groups), "frames": frames, "faces": faces,
-                "face_hit_rate": faces / frames if frames else 0.0, "last_run": stats}
+        return {
+            "videos": len(groups),
+            "frames": frames,
+            "faces": faces,
+            "face_hit_rate": faces / frames if frames else 0.0,
+            "last_run": stats,
+        }
 
     def read(self, video_id: str, fields: tuple[str, ...] = FIELDS) -> VideoFeatures:
         with self._open() as f:
@@ -377,7 +388,8 @@ class CacheReader:
             if not g.attrs.get("complete", False):
                 raise CacheError(
                     f"{self.path}: video '{video_id}' is incomplete (extraction was interrupted); "
-                    f"run `make extract` again to finish it")
+                    f"run `make extract` again to finish it"
+                )
             data = {name: g[name][()] if name in fields else None for name in FIELDS}
         return VideoFeatures(video_id=video_id, **data)
 

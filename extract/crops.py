@@ -49,8 +49,9 @@ def crops_path(cache_file: str | Path) -> Path:
 
 def crops_meta(meta: CacheMeta, size: int) -> CacheMeta:
     """The crops file's attributes: the feature cache's, with the crop size and encoding."""
-    return dataclasses.replace(meta, embedding_dim=0, input_size=(size, size, 3),
-                               preprocessing=f"jpeg quality {JPEG_QUALITY}, RGB")
+    return dataclasses.replace(
+        meta, embedding_dim=0, input_size=(size, size, 3), preprocessing=f"jpeg quality {JPEG_QUALITY}, RGB"
+    )
 
 
 def encode_jpeg(rgb: np.ndarray) -> np.ndarray:
@@ -81,10 +82,12 @@ class CropWriter(ShardWriter):
 
     def __init__(self, parts_dir: str | Path, video_id: str, meta: CacheMeta, source: str = ""):
         super().__init__(parts_dir, video_id, meta, source)
-        self._jpeg = self.group.create_dataset("jpeg", shape=(0,), maxshape=(None,), chunks=(256,),
-                                               dtype=h5py.vlen_dtype(np.uint8))
-        self._frames = self.group.create_dataset("frame_index", shape=(0,), maxshape=(None,), chunks=(256,),
-                                                 dtype=np.int32)
+        self._jpeg = self.group.create_dataset(
+            "jpeg", shape=(0,), maxshape=(None,), chunks=(256,), dtype=h5py.vlen_dtype(np.uint8)
+        )
+        self._frames = self.group.create_dataset(
+            "frame_index", shape=(0,), maxshape=(None,), chunks=(256,), dtype=np.int32
+        )
 
     def append(self, frame_index, jpegs) -> None:
         """Adds crops (``jpegs``: uint8 arrays of JPEG bytes) of the frames ``frame_index``."""
@@ -97,8 +100,8 @@ class CropWriter(ShardWriter):
         self._jpeg.resize(self.n + k, axis=0)
         self._frames.resize(self.n + k, axis=0)
         # An object array of 1-D arrays (a plain np.array of equal-length ones would be 2-D).
-        self._jpeg[self.n:self.n + k] = np.array(list(jpegs) + [None], dtype=object)[:k]
-        self._frames[self.n:self.n + k] = frame_index
+        self._jpeg[self.n : self.n + k] = np.array(list(jpegs) + [None], dtype=object)[:k]
+        self._frames[self.n : self.n + k] = frame_index
         self.n += k
 
 
@@ -113,8 +116,10 @@ class CropStore:
         self.path = Path(path)
         self.meta = CacheReader(self.path).meta  # refuses a missing, foreign or damaged file
         if self.meta.embedding_dim != 0 or len(self.meta.input_size) != 3:
-            raise CacheError(f"{self.path}: a feature cache, not a crops file; pass the .crops.h5 file "
-                             f"that make extract SAVE_CROPS=1 writes")
+            raise CacheError(
+                f"{self.path}: a feature cache, not a crops file; pass the .crops.h5 file "
+                f"that make extract SAVE_CROPS=1 writes"
+            )
         self._lock = threading.Lock()
         self._file: h5py.File | None = None
         self._frames: dict[str, np.ndarray] = {}
@@ -135,8 +140,10 @@ class CropStore:
             with self._lock:
                 videos = self._open()["videos"]
                 if video_id not in videos or not videos[video_id].attrs.get("complete", False):
-                    raise CacheError(f"{self.path}: no crops of '{video_id}'; run make extract with "
-                                     f"SAVE_CROPS=1 (INPUT=video) to add them")
+                    raise CacheError(
+                        f"{self.path}: no crops of '{video_id}'; run make extract with "
+                        f"SAVE_CROPS=1 (INPUT=video) to add them"
+                    )
                 self._frames[video_id] = videos[video_id]["frame_index"][()]
         return self._frames[video_id]
 

@@ -102,9 +102,7 @@ class FaceDetector:
         self.model = model
         self.min_score = float(min_score)
         self._graphs = [
-            mp.solutions.face_detection.FaceDetection(
-                model_selection=selection, min_detection_confidence=min_score
-            )
+            mp.solutions.face_detection.FaceDetection(model_selection=selection, min_detection_confidence=min_score)
             for selection in DETECTOR_MODELS[model]
         ]
 

@@ -106,8 +106,9 @@ class JobLoop:
     def run(self, settings: FaceSettings) -> None:
         """Submits the jobs and handles messages until every job is done or failed."""
         self.pool.submit(settings, self.jobs, self.cfg.transport)
-        self.bar = tqdm(total=self.total, unit="frame", desc=f"extract {self.cfg.dataset}/{self.cfg.backbone}",
-                        smoothing=0.1)
+        self.bar = tqdm(
+            total=self.total, unit="frame", desc=f"extract {self.cfg.dataset}/{self.cfg.backbone}", smoothing=0.1
+        )
         handlers = {Rows: self.on_rows, RingAttached: self.on_ring, JobDone: self.on_done, JobFailed: self.on_failed}
         try:
             while self.open_jobs:

@@ -73,15 +73,22 @@ class FaceFlow:
         # array([201.23354 , 109.858505, 385.2184  , 293.83047 ], dtype=float32)
     """
 
-    def __init__(self, work_side: int = 64, max_corners: int = 32, fb_max: float = 1.0,
-                 min_points: int = 8, max_scale_step: float = 1.25):
+    def __init__(
+        self,
+        work_side: int = 64,
+        max_corners: int = 32,
+        fb_max: float = 1.0,
+        min_points: int = 8,
+        max_scale_step: float = 1.25,
+    ):
         self.work_side = int(work_side)
         self.max_corners = int(max_corners)
         self.fb_max = float(fb_max)
         self.min_points = int(min_points)
         self.max_scale_step = float(max_scale_step)
-        self._lk = dict(winSize=(11, 11), maxLevel=2,
-                        criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
+        self._lk = dict(
+            winSize=(11, 11), maxLevel=2, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
+        )
 
     @staticmethod
     def _patch(frame: np.ndarray, roi: tuple[int, int, int, int], stride: int) -> np.ndarray:
@@ -98,8 +105,12 @@ class FaceFlow:
         side = max(x1 - x0, y1 - y0)
         if not side > 4:
             return None
-        roi = (max(int(math.floor(x0 - side)), 0), max(int(math.floor(y0 - side)), 0),
-               min(int(math.ceil(x1 + side)), width), min(int(math.ceil(y1 + side)), height))
+        roi = (
+            max(int(math.floor(x0 - side)), 0),
+            max(int(math.floor(y0 - side)), 0),
+            min(int(math.ceil(x1 + side)), width),
+            min(int(math.ceil(y1 + side)), height),
+        )
         if roi[2] - roi[0] < 8 or roi[3] - roi[1] < 8:
             return None
         stride = max(int(side // self.work_side), 1)
@@ -140,8 +151,9 @@ class FaceFlow:
         good = (ok.ravel() == 1) & (ok_back.ravel() == 1) & (fb_error < self.fb_max)
         if good.sum() < self.min_points:
             return False
-        matrix, inliers = cv2.estimateAffinePartial2D(track.points[good], moved[good], method=cv2.RANSAC,
-                                                      ransacReprojThreshold=1.0)
+        matrix, inliers = cv2.estimateAffinePartial2D(
+            track.points[good], moved[good], method=cv2.RANSAC, ransacReprojThreshold=1.0
+        )
         if matrix is None or int(inliers.sum()) < self.min_points:
             return False
         step_scale = math.hypot(matrix[0, 0], matrix[1, 0])
@@ -155,15 +167,18 @@ class FaceFlow:
         track.face = face
         points = moved[good][inliers.ravel() == 1].reshape(-1, 1, 2)
         x0, y0, x1, y1 = self._box_in_patch(track, box)
-        inside = ((points[:, 0, 0] >= x0) & (points[:, 0, 0] < x1) & (points[:, 0, 1] >= y0)
-                  & (points[:, 0, 1] < y1))
+        inside = (points[:, 0, 0] >= x0) & (points[:, 0, 0] < x1) & (points[:, 0, 1] >= y0) & (points[:, 0, 1] < y1)
         track.points, track.patch = points[inside], after
         side = max(box[2] - box[0], box[3] - box[1])
         # A new patch when the face nears the patch's edge or its size no longer fits the stride.
         margin = side / 4
         rx0, ry0, rx1, ry1 = track.roi
-        near_edge = ((box[0] - rx0 < margin and rx0 > 0) or (box[1] - ry0 < margin and ry0 > 0)
-                     or (rx1 - box[2] < margin and rx1 < width) or (ry1 - box[3] < margin and ry1 < height))
+        near_edge = (
+            (box[0] - rx0 < margin and rx0 > 0)
+            or (box[1] - ry0 < margin and ry0 > 0)
+            or (rx1 - box[2] < margin and rx1 < width)
+            or (ry1 - box[3] < margin and ry1 < height)
+        )
         if near_edge or max(int(side // self.work_side), 1) != track.stride:
             found = self._frame_patch(frame, box)
             if found is None:
@@ -185,8 +200,9 @@ def _moved(face: Detection, matrix: np.ndarray, roi: tuple, stride: int, step_sc
     centre = to_frame(((box[:2] + box[2:]) / 2)[None])[0]
     half = (box[2:] - box[:2]) * step_scale / 2
     keypoints = to_frame(face.keypoints.astype(np.float64)).astype(np.float32)
-    return Detection(box=np.concatenate([centre - half, centre + half]).astype(np.float32), score=face.score,
-                     keypoints=keypoints)
+    return Detection(
+        box=np.concatenate([centre - half, centre + half]).astype(np.float32), score=face.score, keypoints=keypoints
+    )
 
 
 class KeyframeDetector:
@@ -216,8 +232,9 @@ class KeyframeDetector:
         # [1, 1, 1]
     """
 
-    def __init__(self, detector, every: int, flow: FaceFlow | None = None, carry_min_score: float = 0.7,
-                 faceless_every: int = 2):
+    def __init__(
+        self, detector, every: int, flow: FaceFlow | None = None, carry_min_score: float = 0.7, faceless_every: int = 2
+    ):
         if int(every) < 1:
             raise ValueError(f"detect_every must be >= 1 (1: detect on every frame), got {every}")
         if int(faceless_every) < 1:

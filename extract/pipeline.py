@@ -121,10 +121,17 @@ def _meta(backbone, settings: FaceSettings, mode: str) -> CacheMeta:
     backend_module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend, backend)
     version = getattr(__import__(backend_module), "__version__", "")
     return CacheMeta(
-        backbone=backbone.name, embedding_dim=backbone.embedding_dim, input_size=tuple(backbone.input_size),
-        preprocessing=backbone.preprocessing, weights_sha256=backbone.weights_sha256,
-        embedding_layer=backbone.embedding_layer, face_policy=FACE_POLICY, detector=settings.describe(mode),
-        keras_version=keras.__version__, backend=backend, backend_version=version,
+        backbone=backbone.name,
+        embedding_dim=backbone.embedding_dim,
+        input_size=tuple(backbone.input_size),
+        preprocessing=backbone.preprocessing,
+        weights_sha256=backbone.weights_sha256,
+        embedding_layer=backbone.embedding_layer,
+        face_policy=FACE_POLICY,
+        detector=settings.describe(mode),
+        keras_version=keras.__version__,
+        backend=backend,
+        backend_version=version,
     )
 
 
@@ -148,22 +155,35 @@ def run_extract(cfg: ExtractConfig) -> dict:
     table = samples(load_dataset(cfg.dataset, cfg.data_root))
     mode = manifest.input if cfg.input == "auto" else cfg.input
     if cfg.save_crops and mode != "video":
-        raise ValueError(f"--save-crops stores the crops cut from videos, but {cfg.dataset} is read in '{mode}' "
-                         f"mode, whose cropped_aligned frames fine-tuning reads directly; add --input video "
-                         f"(INPUT=video) to save crops from the videos")
+        raise ValueError(
+            f"--save-crops stores the crops cut from videos, but {cfg.dataset} is read in '{mode}' "
+            f"mode, whose cropped_aligned frames fine-tuning reads directly; add --input video "
+            f"(INPUT=video) to save crops from the videos"
+        )
     if cfg.save_crops and cfg.crop_size < 8:
         raise ValueError(f"--crop-size must be >= 8 pixels, got {cfg.crop_size}")
     with _WorkerPool(cfg.workers or os.cpu_count() or 1, warm_up_detector=mode == "video") as pool:
-        backbone = load_backbone(cfg.backbone, weights=cfg.weights or None,
-                                 embedding_layer=cfg.embedding_layer or None, precision=cfg.precision)
+        backbone = load_backbone(
+            cfg.backbone,
+            weights=cfg.weights or None,
+            embedding_layer=cfg.embedding_layer or None,
+            precision=cfg.precision,
+        )
         return _extract(cfg, pool, backbone, table, mode, start)
 
 
 def _extract(cfg: ExtractConfig, pool: "_WorkerPool", backbone, table, mode: str, start: float) -> dict:
     backbone.batch_size = cfg.batch
-    settings = FaceSettings(input_size=tuple(backbone.input_size), detector=cfg.detector,
-                            min_score=cfg.min_score, margin=cfg.margin, align=cfg.align, chunk=cfg.chunk,
-                            detect_every=cfg.detect_every, save_crops=cfg.crop_size if cfg.save_crops else 0)
+    settings = FaceSettings(
+        input_size=tuple(backbone.input_size),
+        detector=cfg.detector,
+        min_score=cfg.min_score,
+        margin=cfg.margin,
+        align=cfg.align,
+        chunk=cfg.chunk,
+        detect_every=cfg.detect_every,
+        save_crops=cfg.crop_size if cfg.save_crops else 0,
+    )
     meta = _meta(backbone, settings, mode)
     out = cache_path(cfg.cache_dir, cfg.dataset, cfg.backbone)
     crops = _Crops(out, meta, cfg.crop_size) if cfg.save_crops else None
@@ -178,15 +198,29 @@ def _extract(cfg: ExtractConfig, pool: "_WorkerPool", backbone, table, mode: str
         done &= set(CacheReader(crops.path).video_ids())
     jobs, missing = plan_jobs(table, mode, done)
     if missing:
-        log.warning("skipped %d samples without input for mode '%s' (listed in the run summary), e.g. %s",
-                    len(missing), mode, missing[0])
+        log.warning(
+            "skipped %d samples without input for mode '%s' (listed in the run summary), e.g. %s",
+            len(missing),
+            mode,
+            missing[0],
+        )
     if cfg.limit:
-        jobs = jobs[:cfg.limit]
+        jobs = jobs[: cfg.limit]
     summary = {
-        "config": dataclasses.asdict(cfg), "mode": mode, "cache": str(out),
-        "samples": int(len(table)), "skipped_done": len(done & set(table.sample_id)),
-        "missing_input": missing, "done": 0, "failed": [], "frames": 0, "faces": 0, "detected_frames": 0,
-        "backend": meta.backend, "backbone": meta.backbone, "embedding_dim": meta.embedding_dim,
+        "config": dataclasses.asdict(cfg),
+        "mode": mode,
+        "cache": str(out),
+        "samples": int(len(table)),
+        "skipped_done": len(done & set(table.sample_id)),
+        "missing_input": missing,
+        "done": 0,
+        "failed": [],
+        "frames": 0,
+        "faces": 0,
+        "detected_frames": 0,
+        "backend": meta.backend,
+        "backbone": meta.backbone,
+        "embedding_dim": meta.embedding_dim,
     }
     if crops:
         summary["crops"] = str(crops.path)
@@ -196,8 +230,11 @@ def _extract(cfg: ExtractConfig, pool: "_WorkerPool", backbone, table, mode: str
         crops.merge()
     merge_shards(out, parts, meta)
     seconds = time.perf_counter() - start
-    summary.update(seconds=round(seconds, 2), frames_per_s=round(summary["frames"] / seconds, 1) if seconds else 0.0,
-                   face_hit_rate=round(summary["faces"] / summary["frames"], 4) if summary["frames"] else 0.0)
+    summary.update(
+        seconds=round(seconds, 2),
+        frames_per_s=round(summary["frames"] / seconds, 1) if seconds else 0.0,
+        face_hit_rate=round(summary["faces"] / summary["frames"], 4) if summary["frames"] else 0.0,
+    )
     if jobs or not summary_path(out).exists():  # a run with nothing to do keeps the last real summary
         summary_path(out).write_text(json.dumps(summary, indent=2, sort_keys=True))
     return summary
@@ -213,8 +250,12 @@ class _WorkerPool:
         self.jobs = ctx.Queue()
         self.results = ctx.Queue(maxsize=8 * n)
         self.rings = CropRings(ctx, n)
-        self.procs = [ctx.Process(target=worker_main, args=(self.jobs, self.results, warm_up_detector, i,
-                                                            self.rings.free[i]), daemon=True) for i in range(n)]
+        self.procs = [
+            ctx.Process(
+                target=worker_main, args=(self.jobs, self.results, warm_up_detector, i, self.rings.free[i]), daemon=True
+            )
+            for i in range(n)
+        ]
         for p in self.procs:
             p.start()
         self.closed = False

@@ -147,7 +147,10 @@ def iter_video(path: str | Path, threads: int = 1) -> Iterator[tuple[int, np.nda
     if decoded < TRUNCATION_WARN_RATIO * frames_header:
         log.warning(
             "%s: decoded %d of the %d frames the header announces; the file may be truncated "
-            "(every decoded frame is kept)", path, decoded, frames_header,
+            "(every decoded frame is kept)",
+            path,
+            decoded,
+            frames_header,
         )
 
 
@@ -169,8 +172,7 @@ def frame_numbers(folder: str | Path) -> dict[int, Path]:
             frames[int(match.group(1))] = path
     if not frames:
         raise SourceError(
-            f"{folder}: no frame images named like 00001.jpg; point frames_dir at a cropped_aligned "
-            "video folder"
+            f"{folder}: no frame images named like 00001.jpg; point frames_dir at a cropped_aligned video folder"
         )
     if 0 in frames:
         raise SourceError(f"{frames[0]}: frame numbers are 1-based; rename the files from 00001.jpg on")

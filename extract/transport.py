@@ -70,8 +70,12 @@ class CropRings:
         if use_shm:
             need, room = len(self.free) * SLOTS * math.prod(shape), _shm_room()
             if room < 2 * need:
-                log.warning("%s has %.0f MiB free, the crop rings need %.0f MiB: crops go through the queue",
-                            SHM_DIR, room / 2**20, need / 2**20)
+                log.warning(
+                    "%s has %.0f MiB free, the crop rings need %.0f MiB: crops go through the queue",
+                    SHM_DIR,
+                    room / 2**20,
+                    need / 2**20,
+                )
                 use_shm = False
         for free in self.free:
             if not use_shm:
@@ -154,10 +158,12 @@ class RingSender:
             self.attach()
         if self._mode == "ring" and len(rows.crops):
             if len(rows.crops) > self._view.shape[1] or rows.crops.shape[1:] != self._view.shape[2:]:
-                raise ValueError(f"{len(rows.crops)} crops of {rows.crops.shape[1:]} do not fit a ring slot "
-                                 f"of {self._view.shape[1:]}")
+                raise ValueError(
+                    f"{len(rows.crops)} crops of {rows.crops.shape[1:]} do not fit a ring slot "
+                    f"of {self._view.shape[1:]}"
+                )
             slot = self.free.get()
-            self._view[slot, :len(rows.crops)] = rows.crops
+            self._view[slot, : len(rows.crops)] = rows.crops
             rows.ring = (self.worker, slot, len(rows.crops))
             rows.crops = rows.crops[:0]
         self.results.put(rows)

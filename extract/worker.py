@@ -113,9 +113,12 @@ class _Buffer:
 
     def take(self, job_id: int, input_size) -> Rows:
         rows = Rows(
-            job_id=job_id, sample_id=self.sample_id,
-            frame_index=np.asarray(self.index, np.int32), face_mask=np.asarray(self.mask, np.bool_),
-            bbox=np.asarray(self.bbox, np.float32).reshape(-1, 4), score=np.asarray(self.score, np.float32),
+            job_id=job_id,
+            sample_id=self.sample_id,
+            frame_index=np.asarray(self.index, np.int32),
+            face_mask=np.asarray(self.mask, np.bool_),
+            bbox=np.asarray(self.bbox, np.float32).reshape(-1, 4),
+            score=np.asarray(self.score, np.float32),
             crops=(np.stack(self.crops) if self.crops else np.zeros((0, *input_size), np.uint8)),
             jpegs=self.jpegs,
         )
@@ -169,8 +172,11 @@ def _run_video(job: Job, settings: FaceSettings, detector, send) -> tuple[int, i
             jpeg = None
             if settings.save_crops:
                 side = (settings.save_crops, settings.save_crops)
-                saved = crop if side == crop.shape[:2] else crop_face(frame, det, size=side, margin=settings.margin,
-                                                                       align=settings.align)
+                saved = (
+                    crop
+                    if side == crop.shape[:2]
+                    else crop_face(frame, det, size=side, margin=settings.margin, align=settings.align)
+                )
                 jpeg = encode_jpeg(saved)
             buf.add(frame_index, to_model_input(crop, settings.input_size), det.box, float(det.score), jpeg)
         n += 1

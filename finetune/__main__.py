@@ -26,24 +26,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m finetune", description=__doc__, formatter_class=raw)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser(
-        "train", help="fine-tune a backbone + head on the dataset's face crops", formatter_class=raw,
+        "train",
+        help="fine-tune a backbone + head on the dataset's face crops",
+        formatter_class=raw,
         description=f"Backbones: {backbones}. Tasks: {', '.join(frame_tasks())}. Inits: {', '.join(INITS)}. "
-                    f"Rebalancing (training split only): {', '.join(REBALANCE)}.")
+        f"Rebalancing (training split only): {', '.join(REBALANCE)}.",
+    )
     add_fields(train, FinetuneConfig)
     distill = sub.add_parser(
-        "distill", help="train a small student on a fine-tuned teacher's softened outputs (Hinton et al.)",
+        "distill",
+        help="train a small student on a fine-tuned teacher's softened outputs (Hinton et al.)",
         formatter_class=raw,
         description=f"Students: {backbones}. Tasks: expr, au (default: the teacher's). "
-                    f"Rebalancing: {', '.join(REBALANCE)}.")
+        f"Rebalancing: {', '.join(REBALANCE)}.",
+    )
     add_fields(distill, DistillConfig)
     from finetune.joint import JointConfig
     from train.models import MODELS
 
     joint = sub.add_parser(
-        "joint", help="train a backbone and a stage-two RNN together on clips of face crops (Kollias et al. 2017)",
+        "joint",
+        help="train a backbone and a stage-two RNN together on clips of face crops (Kollias et al. 2017)",
         formatter_class=raw,
         description=f"Backbones: {backbones}. Models: {', '.join(MODELS)}. Tasks: {', '.join(frame_tasks())}. "
-                    f"Rebalancing (training split only): {', '.join(REBALANCE)}.")
+        f"Rebalancing (training split only): {', '.join(REBALANCE)}.",
+    )
     add_fields(joint, JointConfig, skip=("train_frames", "val_frames"))
     return parser
 

@@ -69,9 +69,15 @@ class CropRunFields(DataFields, RunFields):
 
     def train_config(self) -> TrainConfig:
         """The stage-two config whose split and rebalancing settings this run shares."""
-        return TrainConfig(dataset=self.dataset, task=self.task, rebalance=self.rebalance, seed=self.seed,
-                           undersample_cap=self.undersample_cap, va_bins=self.va_bins,
-                           val_fraction=self.val_fraction)
+        return TrainConfig(
+            dataset=self.dataset,
+            task=self.task,
+            rebalance=self.rebalance,
+            seed=self.seed,
+            undersample_cap=self.undersample_cap,
+            va_bins=self.va_bins,
+            val_fraction=self.val_fraction,
+        )
 
 
 @dataclass(frozen=True)
@@ -104,8 +110,7 @@ class BackboneTuning(DataFields):
 
     def resolved(self):
         """The config with derived defaults filled in (what ``config.json`` records)."""
-        return dataclasses.replace(self, data_root=self.root(),
-                                   input_size=tuple(int(v) for v in self.input_size))
+        return dataclasses.replace(self, data_root=self.root(), input_size=tuple(int(v) for v in self.input_size))
 
 
 @dataclass(frozen=True)
@@ -131,15 +136,20 @@ class FinetuneConfig(BackboneTuning, CropRunFields):
         from extract.backbones import BACKBONES, FILE_PREFIX, valid_names
 
         if self.backbone.startswith(FILE_PREFIX) or self.backbone not in BACKBONES:
-            raise ConfigError(f"--backbone {self.backbone!r} cannot be fine-tuned; choose one of: "
-                              f"{', '.join(sorted(BACKBONES))} (stage one also takes {valid_names()})")
+            raise ConfigError(
+                f"--backbone {self.backbone!r} cannot be fine-tuned; choose one of: "
+                f"{', '.join(sorted(BACKBONES))} (stage one also takes {valid_names()})"
+            )
         _check_common(self)
         checks = [
             ("init", self.init in INITS, f"must be one of {', '.join(INITS)}"),
             ("embedding_dim", self.embedding_dim >= 0, "must be >= 0 (0: pooled backbone features)"),
             ("warmup_epochs", self.warmup_epochs >= 0, "must be >= 0"),
-            ("epochs", self.epochs >= 0 and self.warmup_epochs + self.epochs >= 1,
-             "must be >= 0, with --warmup-epochs + --epochs >= 1"),
+            (
+                "epochs",
+                self.epochs >= 0 and self.warmup_epochs + self.epochs >= 1,
+                "must be >= 0, with --warmup-epochs + --epochs >= 1",
+            ),
             ("unfreeze_blocks", self.unfreeze_blocks >= -1, "must be >= -1 (-1: every layer)"),
             ("finetune_lr", self.finetune_lr > 0, "must be > 0"),
         ]
@@ -192,13 +202,17 @@ class DistillConfig(CropRunFields):
         if not self.teacher:
             raise ConfigError("--teacher is required: a fine-tuning run folder (make finetune writes one)")
         if self.student not in BACKBONES:
-            raise ConfigError(f"--student {self.student!r} is not a backbone; choose one of: "
-                              f"{', '.join(sorted(BACKBONES))}")
+            raise ConfigError(
+                f"--student {self.student!r} is not a backbone; choose one of: {', '.join(sorted(BACKBONES))}"
+            )
         _check_common(self)
         checks = [
             ("init", self.init in INITS, f"must be one of {', '.join(INITS)}"),
-            ("task", self.task in TASKS and TASKS[self.task].labels.kind in ("class", "multilabel"),
-             "must be a class or multilabel task (softened outputs, e.g. expr or au); va has no temperature"),
+            (
+                "task",
+                self.task in TASKS and TASKS[self.task].labels.kind in ("class", "multilabel"),
+                "must be a class or multilabel task (softened outputs, e.g. expr or au); va has no temperature",
+            ),
             ("temperature", self.temperature > 0, "must be > 0"),
             ("alpha", 0 <= self.alpha <= 1, "must be in [0, 1]"),
             ("embedding_weight", self.embedding_weight >= 0, "must be >= 0"),
@@ -213,8 +227,9 @@ def _check_common(cfg) -> None:
     from train.rebalance import REBALANCE
 
     if cfg.task not in frame_tasks():
-        raise ConfigError(f"--task {cfg.task!r}: fine-tuning needs per-frame labels; choose one of: "
-                          f"{', '.join(frame_tasks())}")
+        raise ConfigError(
+            f"--task {cfg.task!r}: fine-tuning needs per-frame labels; choose one of: {', '.join(frame_tasks())}"
+        )
     REBALANCE[cfg.rebalance]
     checks = [
         ("batch_size", cfg.batch_size >= 1, "must be >= 1"),

@@ -64,8 +64,9 @@ class FrameIndex:
         return len(self.paths)
 
     def subset(self, keep: np.ndarray) -> "FrameIndex":
-        return FrameIndex(self.task, self.paths[keep], self.sample_ids[keep], self.frame_index[keep],
-                          self.labels[keep], self.store)
+        return FrameIndex(
+            self.task, self.paths[keep], self.sample_ids[keep], self.frame_index[keep], self.labels[keep], self.store
+        )
 
     def read(self, path: str) -> np.ndarray:
         """RGB uint8 crop of one of :attr:`paths`."""
@@ -79,7 +80,7 @@ class FrameIndex:
 def read_any(path: str, store: CropStore | None) -> np.ndarray:
     """RGB uint8 crop: a jpg path, or ``saved:<video id>/<row>`` in ``store``."""
     if path.startswith(SAVED):
-        video_id, row = path[len(SAVED):].rsplit("/", 1)
+        video_id, row = path[len(SAVED) :].rsplit("/", 1)
         return store.image(video_id, int(row))
     return read_crop(path)
 
@@ -90,10 +91,13 @@ def crops_of(row, store: CropStore | None) -> tuple[dict[int, str], str]:
     if row.frames_dir:
         return {int(n): str(path) for n, path in frame_numbers(row.frames_dir).items()}, str(row.frames_dir)
     if store is not None:
-        return {int(n): f"{SAVED}{row.sample_id}/{k}" for k, n in enumerate(store.frames(row.sample_id))}, \
-            f"{store.path}: {row.sample_id}"
-    raise ValueError(f"sample '{row.sample_id}' has no cropped_aligned folder; store its face crops "
-                     f"with make extract INPUT=video SAVE_CROPS=1, or pass --crops <file>")
+        return {
+            int(n): f"{SAVED}{row.sample_id}/{k}" for k, n in enumerate(store.frames(row.sample_id))
+        }, f"{store.path}: {row.sample_id}"
+    raise ValueError(
+        f"sample '{row.sample_id}' has no cropped_aligned folder; store its face crops "
+        f"with make extract INPUT=video SAVE_CROPS=1, or pass --crops <file>"
+    )
 
 
 def split_rows(cfg, table: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
@@ -116,18 +120,22 @@ def saved_crops(cfg, rows: pd.DataFrame) -> CropStore | None:
     folder = Path(cfg.cache_dir) / cfg.dataset
     found = sorted(folder.glob("*.crops.h5")) if folder.is_dir() else []
     if len(found) > 1:
-        raise ValueError(f"{folder}: several crops files ({', '.join(p.name for p in found)}); "
-                         f"pass --crops <file> to choose one")
+        raise ValueError(
+            f"{folder}: several crops files ({', '.join(p.name for p in found)}); pass --crops <file> to choose one"
+        )
     if not found:
         missing = rows.sample_id[~rows.frames_dir.astype(bool)].iloc[0]
-        raise ValueError(f"sample '{missing}' has no cropped_aligned folder and {folder} holds no crops file; "
-                         f"store its face crops once with make extract DATASET={cfg.dataset} INPUT=video "
-                         f"SAVE_CROPS=1 (CACHE_DIR={cfg.cache_dir}), or pass --crops <file>")
+        raise ValueError(
+            f"sample '{missing}' has no cropped_aligned folder and {folder} holds no crops file; "
+            f"store its face crops once with make extract DATASET={cfg.dataset} INPUT=video "
+            f"SAVE_CROPS=1 (CACHE_DIR={cfg.cache_dir}), or pass --crops <file>"
+        )
     return CropStore(found[0])
 
 
-def labelled_crops(row, task: TaskSpec, store: CropStore | None) -> tuple[dict[int, str], np.ndarray, np.ndarray,
-                                                                         np.ndarray]:
+def labelled_crops(
+    row, task: TaskSpec, store: CropStore | None
+) -> tuple[dict[int, str], np.ndarray, np.ndarray, np.ndarray]:
     """One label row's ``{frame: crop path}`` (:func:`crops_of`), frame numbers, encoded labels
     and valid mask, checked against the task."""
     crop_of, where = crops_of(row, store)
@@ -159,8 +167,14 @@ def frame_index(rows: pd.DataFrame, task: TaskSpec, store: CropStore | None = No
         labels.append(lab[use])
     if not paths:
         raise ValueError(f"none of the {len(rows)} samples has an annotated '{task.name}' frame with a crop")
-    return FrameIndex(task, np.asarray(paths, object), np.asarray(samples, object),
-                      np.concatenate(frames).astype(np.int64), np.concatenate(labels).astype(np.float32), store)
+    return FrameIndex(
+        task,
+        np.asarray(paths, object),
+        np.asarray(samples, object),
+        np.concatenate(frames).astype(np.int64),
+        np.concatenate(labels).astype(np.float32),
+        store,
+    )
 
 
 def rebalanced(index: FrameIndex, cfg: TrainConfig) -> tuple[FrameIndex, dict]:
@@ -179,8 +193,10 @@ def read_crop(path: str) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
-        raise ValueError(f"{path}: not a decodable image; replace it, or delete it so that the frame "
-                         f"counts as a frame without a face")
+        raise ValueError(
+            f"{path}: not a decodable image; replace it, or delete it so that the frame "
+            f"counts as a frame without a face"
+        )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -206,8 +222,9 @@ class Augment:
         if angle or dx or dy:
             matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
             matrix[:, 2] += (dx, dy)
-            image = cv2.warpAffine(np.ascontiguousarray(image), matrix, (w, h), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REFLECT_101)
+            image = cv2.warpAffine(
+                np.ascontiguousarray(image), matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+            )
         if self.brightness:
             factor = rng.uniform(1 - self.brightness, 1 + self.brightness)
             image = np.clip(image.astype(np.float32) * factor, 0, 255).astype(np.uint8)
@@ -229,9 +246,18 @@ class CropDataset(keras.utils.PyDataset):
         workers: reader threads (``keras.utils.PyDataset``).
     """
 
-    def __init__(self, index: FrameIndex, input_size: tuple, batch_size: int, augment: Augment | None = None,
-                 seed: int | None = None, frames_per_epoch: int = 0, reader: Callable | None = None,
-                 workers: int = 1, **kwargs):
+    def __init__(
+        self,
+        index: FrameIndex,
+        input_size: tuple,
+        batch_size: int,
+        augment: Augment | None = None,
+        seed: int | None = None,
+        frames_per_epoch: int = 0,
+        reader: Callable | None = None,
+        workers: int = 1,
+        **kwargs,
+    ):
         super().__init__(workers=workers, use_multiprocessing=False, **kwargs)
         self.index, self.input_size, self.batch_size = index, tuple(input_size), batch_size
         self.augment, self.seed, self.reader = augment, seed, reader or index.read
@@ -249,11 +275,11 @@ class CropDataset(keras.utils.PyDataset):
             self._order = np.arange(self.frames_per_epoch)
         else:
             rng = np.random.default_rng([self.seed, self.epoch])
-            self._order = rng.permutation(len(self.index))[:self.frames_per_epoch]
+            self._order = rng.permutation(len(self.index))[: self.frames_per_epoch]
 
     def picks(self, batch: int) -> np.ndarray:
         """Index rows of one batch."""
-        return self._order[batch * self.batch_size:(batch + 1) * self.batch_size]
+        return self._order[batch * self.batch_size : (batch + 1) * self.batch_size]
 
     def images(self, batch: int, sizes: tuple) -> list[np.ndarray]:
         """The batch's crops, read and augmented once, at each input size of ``sizes`` (uint8)."""
@@ -273,8 +299,9 @@ class CropDataset(keras.utils.PyDataset):
         return x.astype(np.float32), self._targets[self.picks(batch)]
 
 
-def predict_index(model: keras.Model, index: FrameIndex, input_size: tuple, batch_size: int,
-                  workers: int = 1) -> np.ndarray:
+def predict_index(
+    model: keras.Model, index: FrameIndex, input_size: tuple, batch_size: int, workers: int = 1
+) -> np.ndarray:
     """The model's output for every frame of ``index``, in order, without augmentation."""
     ds = CropDataset(index, input_size, batch_size, workers=workers)
     return np.concatenate([np.asarray(model.predict_on_batch(ds[b][0])) for b in range(len(ds))])
@@ -283,8 +310,12 @@ def predict_index(model: keras.Model, index: FrameIndex, input_size: tuple, batc
 def predictions_table(index: FrameIndex, pred: np.ndarray) -> pd.DataFrame:
     """Per-frame predictions in the columns of docs/run_format.md (every row annotated, with a face)."""
     n = len(index)
-    base = {"sample_id": index.sample_ids, "frame_index": index.frame_index, "face": np.ones(n, np.int64),
-            "valid": np.ones(n, np.int64)}
+    base = {
+        "sample_id": index.sample_ids,
+        "frame_index": index.frame_index,
+        "face": np.ones(n, np.int64),
+        "valid": np.ones(n, np.int64),
+    }
     return pd.DataFrame({**base, **index.task.prediction_columns(index.labels, pred)})
 
 
@@ -295,4 +326,3 @@ def sample_frames(index: FrameIndex, n: int, seed: int) -> FrameIndex:
     keep = np.zeros(len(index), bool)
     keep[np.random.default_rng(seed).choice(len(index), n, replace=False)] = True
     return index.subset(keep)
-

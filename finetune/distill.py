@@ -58,8 +58,16 @@ class DistillationLoss(keras.losses.Loss):
     ``y_true`` is ``[B, K + C + 1]``: teacher probabilities, labels (C = 1 for class ids), mask.
     """
 
-    def __init__(self, outputs: int, kind: str, temperature: float, alpha: float, name="distillation",
-                 reduction="sum_over_batch_size", dtype=None):
+    def __init__(
+        self,
+        outputs: int,
+        kind: str,
+        temperature: float,
+        alpha: float,
+        name="distillation",
+        reduction="sum_over_batch_size",
+        dtype=None,
+    ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         if kind not in ("softmax", "sigmoid"):
             raise ValueError(f"DistillationLoss kind must be softmax or sigmoid, got {kind!r}")
@@ -86,8 +94,13 @@ class DistillationLoss(keras.losses.Loss):
         return ops.sum(per_row * mask) / ops.maximum(ops.sum(mask), 1.0)
 
     def get_config(self):
-        return {**super().get_config(), "outputs": self.outputs, "kind": self.kind,
-                "temperature": self.temperature, "alpha": self.alpha}
+        return {
+            **super().get_config(),
+            "outputs": self.outputs,
+            "kind": self.kind,
+            "temperature": self.temperature,
+            "alpha": self.alpha,
+        }
 
 
 class DistillDataset(CropDataset):
@@ -135,8 +148,10 @@ def teacher_dir(cfg: DistillConfig) -> Path:
     for path in (Path(cfg.teacher), Path(cfg.runs_dir) / cfg.teacher):
         if RunFolder(path).model_path.is_file():
             return path
-    raise ValueError(f"--teacher {cfg.teacher}: no model.keras there nor under {cfg.runs_dir}/; pass a fine-tuning "
-                     f"run folder (make finetune writes runs/<run id>/model.keras)")
+    raise ValueError(
+        f"--teacher {cfg.teacher}: no model.keras there nor under {cfg.runs_dir}/; pass a fine-tuning "
+        f"run folder (make finetune writes runs/<run id>/model.keras)"
+    )
 
 
 def images_per_second(model_file: Path, n: int, batch_size: int = 256) -> float:
@@ -158,8 +173,11 @@ def run_distill(cfg: DistillConfig) -> Path:
     teacher_cfg = teacher_run.read_config()
     teacher_crops = teacher_cfg.get("data", {}).get("crops", "cropped_aligned")  # the crops file it read, if any
     cfg = dataclasses.replace(
-        cfg, dataset=cfg.dataset or teacher_cfg["dataset"], data_root=cfg.data_root or teacher_cfg["data_root"],
-        task=cfg.task or teacher_cfg["task"], student_input_size=tuple(int(v) for v in cfg.student_input_size),
+        cfg,
+        dataset=cfg.dataset or teacher_cfg["dataset"],
+        data_root=cfg.data_root or teacher_cfg["data_root"],
+        task=cfg.task or teacher_cfg["task"],
+        student_input_size=tuple(int(v) for v in cfg.student_input_size),
         crops=cfg.crops or ("" if teacher_crops == "cropped_aligned" else teacher_crops),
     ).validate()
     task = TASKS[cfg.task]
@@ -171,12 +189,22 @@ def run_distill(cfg: DistillConfig) -> Path:
     teacher_outputs = keras.Model(teacher.inputs, [teacher.get_layer(layer).output, teacher.output])
     teacher_size = tuple(teacher.input_shape[1:])
     if teacher.output_shape[-1] != task.outputs:
-        raise ValueError(f"{teacher_path}/model.keras has {teacher.output_shape[-1]} outputs; task '{task.name}' "
-                         f"has {task.outputs}: distil with the teacher's own task")
+        raise ValueError(
+            f"{teacher_path}/model.keras has {teacher.output_shape[-1]} outputs; task '{task.name}' "
+            f"has {task.outputs}: distil with the teacher's own task"
+        )
     train, val, dist, info = load_indexes(cfg, task, None)
 
-    student = build_model(cfg.student, cfg.student_input_size, cfg.init, cfg.student_weights, task,
-                          cfg.embedding_dim, cfg.dropout, cfg.seed)
+    student = build_model(
+        cfg.student,
+        cfg.student_input_size,
+        cfg.init,
+        cfg.student_weights,
+        task,
+        cfg.embedding_dim,
+        cfg.dropout,
+        cfg.seed,
+    )
     set_trainable(student, -1, train_batchnorm=True)
     input_size = tuple(student.input_shape[1:])
     kind = "softmax" if task.labels.kind == "class" else "sigmoid"
@@ -186,24 +214,49 @@ def run_distill(cfg: DistillConfig) -> Path:
         width = int(teacher.get_layer(layer).output.shape[-1])
         projection = keras.layers.Dense(width, name="embedding_projection")(student.get_layer(EMBEDDING_LAYER).output)
         trainer = keras.Model(student.inputs, {"head": student.output, "embedding_projection": projection})
-        trainer.compile(optimizer=keras.optimizers.Adam(cfg.lr),
-                        loss={"head": loss, "embedding_projection": keras.losses.MeanSquaredError()},
-                        loss_weights={"head": 1.0, "embedding_projection": cfg.embedding_weight},
-                        jit_compile=cfg.jit_compile)
+        trainer.compile(
+            optimizer=keras.optimizers.Adam(cfg.lr),
+            loss={"head": loss, "embedding_projection": keras.losses.MeanSquaredError()},
+            loss_weights={"head": 1.0, "embedding_projection": cfg.embedding_weight},
+            jit_compile=cfg.jit_compile,
+        )
     else:
         trainer = student
         trainer.compile(optimizer=keras.optimizers.Adam(cfg.lr), loss=loss, jit_compile=cfg.jit_compile)
-    dataset = DistillDataset(train, input_size, cfg.batch_size, teacher_outputs, teacher_size, with_embedding,
-                             augment=Augment.of(cfg), seed=cfg.seed, frames_per_epoch=cfg.train_frames,
-                             workers=cfg.workers)
+    dataset = DistillDataset(
+        train,
+        input_size,
+        cfg.batch_size,
+        teacher_outputs,
+        teacher_size,
+        with_embedding,
+        augment=Augment.of(cfg),
+        seed=cfg.seed,
+        frames_per_epoch=cfg.train_frames,
+        workers=cfg.workers,
+    )
 
-    folder = open_run(cfg, f"distill-{cfg.student}-from-{teacher_path.name}", student, input_size, info, dist,
-                      model_name=f"distill:{cfg.student}", backbone=cfg.student, teacher_run=str(teacher_path),
-                      teacher_input_size=list(teacher_size), teacher_parameters=int(teacher.count_params()))
-    scorer = FrameScorer(val, input_size, cfg.batch_size, task, task.make_loss(cfg.train_config()), model=student,
-                         workers=cfg.workers)
-    callbacks = [scorer, SaveBest(student, folder.model_path, monitor),
-                 keras.callbacks.CSVLogger(str(folder.history_path))]
+    folder = open_run(
+        cfg,
+        f"distill-{cfg.student}-from-{teacher_path.name}",
+        student,
+        input_size,
+        info,
+        dist,
+        model_name=f"distill:{cfg.student}",
+        backbone=cfg.student,
+        teacher_run=str(teacher_path),
+        teacher_input_size=list(teacher_size),
+        teacher_parameters=int(teacher.count_params()),
+    )
+    scorer = FrameScorer(
+        val, input_size, cfg.batch_size, task, task.make_loss(cfg.train_config()), model=student, workers=cfg.workers
+    )
+    callbacks = [
+        scorer,
+        SaveBest(student, folder.model_path, monitor),
+        keras.callbacks.CSVLogger(str(folder.history_path)),
+    ]
     trainer.fit(dataset, epochs=cfg.epochs, callbacks=callbacks, verbose=cfg.verbose)
 
     def against_teacher(best) -> dict:
@@ -212,15 +265,25 @@ def run_distill(cfg: DistillConfig) -> Path:
         return {
             "img_per_s": images_per_second(folder.model_path, cfg.bench_images),
             "parameters": int(student.count_params()),
-            "teacher": {"run": str(teacher_path),
-                        **{k: teacher_metrics[k] for k in (task.monitor, "accuracy") if k in teacher_metrics},
-                        "img_per_s": images_per_second(teacher_run.model_path, cfg.bench_images),
-                        "parameters": int(teacher.count_params()), "input_size": list(teacher_size)},
+            "teacher": {
+                "run": str(teacher_path),
+                **{k: teacher_metrics[k] for k in (task.monitor, "accuracy") if k in teacher_metrics},
+                "img_per_s": images_per_second(teacher_run.model_path, cfg.bench_images),
+                "parameters": int(teacher.count_params()),
+                "input_size": list(teacher_size),
+            },
             "bench": f"{keras.backend.backend()} backend, {platform.machine()} host with {os.cpu_count()} cores, "
-                     f"batch 256, {cfg.bench_images} images"}
+            f"batch 256, {cfg.bench_images} images",
+        }
 
     metrics = finish_run(folder, student, scorer, monitor, extra=against_teacher)
-    log.info("student %s: %s %.4f at %.0f img/s; teacher: %.4f at %.0f img/s", cfg.student, task.monitor,
-             metrics[task.monitor], metrics["img_per_s"], metrics["teacher"][task.monitor],
-             metrics["teacher"]["img_per_s"])
+    log.info(
+        "student %s: %s %.4f at %.0f img/s; teacher: %.4f at %.0f img/s",
+        cfg.student,
+        task.monitor,
+        metrics[task.monitor],
+        metrics["img_per_s"],
+        metrics["teacher"][task.monitor],
+        metrics["teacher"]["img_per_s"],
+    )
     return folder.path

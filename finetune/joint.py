@@ -79,16 +79,21 @@ class JointConfig(BackboneTuning, CropRunFields):
         from train.models import MODELS
 
         if self.backbone not in BACKBONES:
-            raise ConfigError(f"--backbone {self.backbone!r} cannot be trained end to end; choose one of: "
-                              f"{', '.join(sorted(BACKBONES))}")
+            raise ConfigError(
+                f"--backbone {self.backbone!r} cannot be trained end to end; choose one of: "
+                f"{', '.join(sorted(BACKBONES))}"
+            )
         MODELS[self.model]  # unknown names raise, listing the valid ones
         checks = [
             ("task", self.task in frame_tasks(), f"must be one of {', '.join(frame_tasks())} (per-frame labels)"),
             ("seq_len", self.seq_len >= 2, "must be >= 2"),
             ("layers", self.layers >= 1, "must be >= 1"),
             ("units", self.units >= 1, "must be >= 1"),
-            ("epochs", self.epochs >= 0 and self.warmup_epochs >= 0 and self.epochs + self.warmup_epochs >= 1,
-             "must be >= 0, with --warmup-epochs + --epochs >= 1"),
+            (
+                "epochs",
+                self.epochs >= 0 and self.warmup_epochs >= 0 and self.epochs + self.warmup_epochs >= 1,
+                "must be >= 0, with --warmup-epochs + --epochs >= 1",
+            ),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
             ("stats_frames", self.stats_frames >= 1, "must be >= 1"),
             ("train_frames", self.train_frames == 0, "is not used by joint runs (every training clip is used)"),
@@ -98,8 +103,14 @@ class JointConfig(BackboneTuning, CropRunFields):
         return self
 
     def rnn_config(self) -> TrainConfig:
-        return dataclasses.replace(self.train_config(), model=self.model, layers=self.layers, units=self.units,
-                                   dropout=self.dropout, seq_len=self.seq_len)
+        return dataclasses.replace(
+            self.train_config(),
+            model=self.model,
+            layers=self.layers,
+            units=self.units,
+            dropout=self.dropout,
+            seq_len=self.seq_len,
+        )
 
 
 def clip_split(rows: pd.DataFrame, task: TaskSpec, store) -> tuple[SplitData, np.ndarray]:
@@ -116,10 +127,17 @@ def clip_split(rows: pd.DataFrame, task: TaskSpec, store) -> tuple[SplitData, np
         labels.append(lab)
         valid.append(ok)
     n = offsets[-1]
-    split = SplitData(task=task, sample_ids=ids, offsets=np.asarray(offsets), x=np.zeros((n + 1, 0), np.float16),
-                      face=np.append(np.concatenate(faces), False), frame_index=np.concatenate(frames).astype(np.int32),
-                      labels=np.concatenate(labels).astype(np.float32), valid=np.concatenate(valid),
-                      keep=np.ones(n, bool))
+    split = SplitData(
+        task=task,
+        sample_ids=ids,
+        offsets=np.asarray(offsets),
+        x=np.zeros((n + 1, 0), np.float16),
+        face=np.append(np.concatenate(faces), False),
+        frame_index=np.concatenate(frames).astype(np.int32),
+        labels=np.concatenate(labels).astype(np.float32),
+        valid=np.concatenate(valid),
+        keep=np.ones(n, bool),
+    )
     return split, np.asarray(paths + [""], object)
 
 
@@ -130,9 +148,19 @@ class ClipDataset(keras.utils.PyDataset):
     (one draw per clip, seeded from ``(shuffle_seed, epoch, position)``): the clip stays a clip.
     """
 
-    def __init__(self, split: SplitData, paths: np.ndarray, store, sample, start, cfg: JointConfig,
-                 input_size: tuple, shuffle_seed: int | None = None, with_targets: bool = True,
-                 augment: Augment | None = None):
+    def __init__(
+        self,
+        split: SplitData,
+        paths: np.ndarray,
+        store,
+        sample,
+        start,
+        cfg: JointConfig,
+        input_size: tuple,
+        shuffle_seed: int | None = None,
+        with_targets: bool = True,
+        augment: Augment | None = None,
+    ):
         super().__init__(workers=cfg.workers, use_multiprocessing=False)
         self.split, self.paths, self.store, self.cfg = split, paths, store, cfg
         self.sample, self.start, self.input_size = np.asarray(sample), np.asarray(start), tuple(input_size)
@@ -152,7 +180,7 @@ class ClipDataset(keras.utils.PyDataset):
             self._order = self._rng.permutation(len(self.sample))
 
     def __getitem__(self, index: int):
-        pick = self._order[index * self.cfg.batch_size:(index + 1) * self.cfg.batch_size]
+        pick = self._order[index * self.cfg.batch_size : (index + 1) * self.cfg.batch_size]
         rows = window_rows(self.split, self.sample[pick], self.start[pick], self.cfg.seq_len)
         pixels = np.zeros((*rows.shape, *self.input_size), np.float32)
         for (b, t), row in np.ndenumerate(rows):
@@ -166,8 +194,9 @@ class ClipDataset(keras.utils.PyDataset):
         return (x, self._targets[rows]) if self.with_targets else x
 
 
-def build_joint(cfg: JointConfig, task: TaskSpec, mean: np.ndarray, variance: np.ndarray,
-                frame_model: keras.Model) -> keras.Model:
+def build_joint(
+    cfg: JointConfig, task: TaskSpec, mean: np.ndarray, variance: np.ndarray, frame_model: keras.Model
+) -> keras.Model:
     """``frame_model``'s encoder on every frame, then stage two's ``cfg.model`` with ``task``'s head."""
     from train.models import build_model as build_rnn
 
@@ -176,15 +205,18 @@ def build_joint(cfg: JointConfig, task: TaskSpec, mean: np.ndarray, variance: np
     face = keras.Input((None,), name="face")
     embeddings = keras.layers.TimeDistributed(encoder, name="frames")(pixels)
     rnn = build_rnn(cfg.rnn_config(), task, mean, variance)
-    return keras.Model({"pixels": pixels, "face": face}, rnn({"embeddings": embeddings, "face": face}),
-                       name=f"joint_{cfg.model}_{task.name}")
+    return keras.Model(
+        {"pixels": pixels, "face": face},
+        rnn({"embeddings": embeddings, "face": face}),
+        name=f"joint_{cfg.model}_{task.name}",
+    )
 
 
 def _embedding_stats(frame_model, split, paths, store, input_size, cfg) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance of the initial encoder's embeddings over a seeded sample of training crops."""
     encoder = keras.Model(frame_model.inputs, frame_model.get_layer(EMBEDDING_LAYER).output)
-    rows = np.flatnonzero(split.face[:split.n_frames])
-    rows = np.random.default_rng(cfg.seed).permutation(rows)[:cfg.stats_frames]
+    rows = np.flatnonzero(split.face[: split.n_frames])
+    rows = np.random.default_rng(cfg.seed).permutation(rows)[: cfg.stats_frames]
     crops = np.stack([to_model_input(read_any(paths[r], store), input_size) for r in rows]).astype(np.float32)
     emb = np.asarray(encoder.predict(crops, batch_size=64, verbose=0), np.float64)
     return emb.mean(axis=0), emb.var(axis=0) + 1e-6
@@ -198,9 +230,15 @@ class ClipScorer(keras.callbacks.Callback):
         self.split, self.paths, self.store, self.cfg, self.input_size = split, paths, store, cfg, input_size
 
     def predict(self, model: keras.Model) -> np.ndarray:
-        return predict_split(model, self.split, self.cfg.seq_len, self.cfg.batch_size,
-                             inputs=lambda sample, start: ClipDataset(self.split, self.paths, self.store, sample, start,
-                                                                      self.cfg, self.input_size, with_targets=False))
+        return predict_split(
+            model,
+            self.split,
+            self.cfg.seq_len,
+            self.cfg.batch_size,
+            inputs=lambda sample, start: ClipDataset(
+                self.split, self.paths, self.store, sample, start, self.cfg, self.input_size, with_targets=False
+            ),
+        )
 
     def score(self, model: keras.Model) -> tuple[dict, pd.DataFrame]:
         table = predictions_table(self.split, self.predict(model))
@@ -225,18 +263,40 @@ def run_joint(cfg: JointConfig, table: pd.DataFrame | None = None) -> Path:
     train.keep, dist = apply_rebalance(cfg.train_config(), task, train.labels, train.eligible)
     frame_model = build_model(cfg.backbone, cfg.input_size, cfg.init, cfg.weights, task, 0, 0.0, cfg.seed)
     input_size = tuple(frame_model.input_shape[1:])
-    model = build_joint(cfg, task, *_embedding_stats(frame_model, train, train_paths, store, input_size, cfg),
-                        frame_model)
+    model = build_joint(
+        cfg, task, *_embedding_stats(frame_model, train, train_paths, store, input_size, cfg), frame_model
+    )
     sample, start = train_windows(train, cfg.seq_len, cfg.stride)
-    dataset = ClipDataset(train, train_paths, store, sample, start, cfg, input_size, shuffle_seed=cfg.seed,
-                          augment=Augment.of(cfg))
-    info = {"split": how, "crops": str(store.path) if store else "cropped_aligned",
-            "train_samples": len(train_rows), "train_frames": train.n_frames, "train_windows": len(sample),
-            "validation_samples": len(val_rows), "validation_frames": val.n_frames}
-    folder = open_run(cfg, f"{cfg.backbone}-{cfg.task}-joint-{cfg.model}-{cfg.rebalance}", model, input_size, info,
-                      dist, model_name=f"joint-{cfg.model}", rnn=cfg.model)
-    log.info("joint %s on %s: %d training clips of %d frames; run folder %s", cfg.model, cfg.backbone,
-             len(sample), cfg.seq_len, folder.path)
+    dataset = ClipDataset(
+        train, train_paths, store, sample, start, cfg, input_size, shuffle_seed=cfg.seed, augment=Augment.of(cfg)
+    )
+    info = {
+        "split": how,
+        "crops": str(store.path) if store else "cropped_aligned",
+        "train_samples": len(train_rows),
+        "train_frames": train.n_frames,
+        "train_windows": len(sample),
+        "validation_samples": len(val_rows),
+        "validation_frames": val.n_frames,
+    }
+    folder = open_run(
+        cfg,
+        f"{cfg.backbone}-{cfg.task}-joint-{cfg.model}-{cfg.rebalance}",
+        model,
+        input_size,
+        info,
+        dist,
+        model_name=f"joint-{cfg.model}",
+        rnn=cfg.model,
+    )
+    log.info(
+        "joint %s on %s: %d training clips of %d frames; run folder %s",
+        cfg.model,
+        cfg.backbone,
+        len(sample),
+        cfg.seq_len,
+        folder.path,
+    )
 
     scorer = ClipScorer(val, val_paths, store, cfg, input_size)
     loss = task.make_loss(cfg.train_config())

@@ -30,8 +30,18 @@ from extract.backbones import BACKBONES
 EMBEDDING_LAYER = "embedding"
 BACKBONE_LAYER = "backbone"
 RANDOM_INIT_BN_MOMENTUM = 0.9
-def build_model(backbone: str, input_size: tuple, init: str, weights: str, task: TaskSpec,
-                embedding_dim: int, dropout: float, seed: int) -> keras.Model:
+
+
+def build_model(
+    backbone: str,
+    input_size: tuple,
+    init: str,
+    weights: str,
+    task: TaskSpec,
+    embedding_dim: int,
+    dropout: float,
+    seed: int,
+) -> keras.Model:
     """The classifier/regressor to fine-tune (see the module doc for its layers).
 
     Args:
@@ -51,11 +61,12 @@ def build_model(backbone: str, input_size: tuple, init: str, weights: str, task:
     spec = BACKBONES[backbone]
     if spec.preprocess_layers is None:
         tunable = sorted(n for n, b in BACKBONES.items() if b.preprocess_layers is not None)
-        raise ValueError(f"backbone '{backbone}' has no preprocess_layers in its extract.backbones.BACKBONES entry; "
-                         f"fine-tunable: {', '.join(tunable)}")
+        raise ValueError(
+            f"backbone '{backbone}' has no preprocess_layers in its extract.backbones.BACKBONES entry; "
+            f"fine-tunable: {', '.join(tunable)}"
+        )
     built = spec.builder(weights=weights or None, seed=seed, input_size=tuple(input_size) or None)
-    features = keras.Model(built.model.inputs, built.model.get_layer(built.embedding_layer).output,
-                           name=BACKBONE_LAYER)
+    features = keras.Model(built.model.inputs, built.model.get_layer(built.embedding_layer).output, name=BACKBONE_LAYER)
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
         keras.utils.set_random_seed(seed)

@@ -55,8 +55,16 @@ class FrameScorer(keras.callbacks.Callback):
         model: the model to score; default the one being trained.
     """
 
-    def __init__(self, index: FrameIndex, input_size: tuple, batch_size: int, task: TaskSpec, loss,
-                 model: keras.Model | None = None, workers: int = 1):
+    def __init__(
+        self,
+        index: FrameIndex,
+        input_size: tuple,
+        batch_size: int,
+        task: TaskSpec,
+        loss,
+        model: keras.Model | None = None,
+        workers: int = 1,
+    ):
         super().__init__()
         self.index, self.input_size, self.batch_size, self.task = index, input_size, batch_size, task
         self.loss, self.scored, self.workers = loss, model, workers
@@ -79,12 +87,23 @@ def load_indexes(cfg, task: TaskSpec, table: pd.DataFrame | None) -> tuple[Frame
     train_all = frame_index(train_rows, task, store)
     train, dist = rebalanced(train_all, cfg.train_config())
     val = sample_frames(frame_index(val_rows, task, store), cfg.val_frames, cfg.seed)
-    info = {"split": how, "crops": str(store.path) if store else "cropped_aligned",
-            "train_samples": len(train_rows), "train_frames": len(train_all),
-            "train_frames_after_rebalance": len(train), "validation_samples": len(val_rows),
-            "validation_frames_scored": len(val)}
-    log.info("split: %s; %d training crops (%d after --rebalance %s), %d validation crops", how,
-             len(train_all), len(train), cfg.rebalance, len(val))
+    info = {
+        "split": how,
+        "crops": str(store.path) if store else "cropped_aligned",
+        "train_samples": len(train_rows),
+        "train_frames": len(train_all),
+        "train_frames_after_rebalance": len(train),
+        "validation_samples": len(val_rows),
+        "validation_frames_scored": len(val),
+    }
+    log.info(
+        "split: %s; %d training crops (%d after --rebalance %s), %d validation crops",
+        how,
+        len(train_all),
+        len(train),
+        cfg.rebalance,
+        len(val),
+    )
     return train, val, dist, info
 
 
@@ -102,14 +121,29 @@ def run_finetune(cfg: FinetuneConfig, table: pd.DataFrame | None = None) -> Path
     keras.utils.set_random_seed(cfg.seed)
     train, val, dist, info = load_indexes(cfg, task, table)
 
-    model = build_model(cfg.backbone, cfg.input_size, cfg.init, cfg.weights, task, cfg.embedding_dim,
-                        cfg.dropout, cfg.seed)
+    model = build_model(
+        cfg.backbone, cfg.input_size, cfg.init, cfg.weights, task, cfg.embedding_dim, cfg.dropout, cfg.seed
+    )
     input_size = tuple(model.input_shape[1:])
     loss = task.make_loss(cfg.train_config())
-    dataset = CropDataset(train, input_size, cfg.batch_size, Augment.of(cfg), seed=cfg.seed,
-                          frames_per_epoch=cfg.train_frames, workers=cfg.workers)
-    folder = open_run(cfg, f"finetune-{cfg.backbone}-{cfg.task}-{cfg.rebalance}", model, input_size, info, dist,
-                      model_name=f"finetune:{cfg.backbone}")
+    dataset = CropDataset(
+        train,
+        input_size,
+        cfg.batch_size,
+        Augment.of(cfg),
+        seed=cfg.seed,
+        frames_per_epoch=cfg.train_frames,
+        workers=cfg.workers,
+    )
+    folder = open_run(
+        cfg,
+        f"finetune-{cfg.backbone}-{cfg.task}-{cfg.rebalance}",
+        model,
+        input_size,
+        info,
+        dist,
+        model_name=f"finetune:{cfg.backbone}",
+    )
     scorer = FrameScorer(val, input_size, cfg.batch_size, task, loss, workers=cfg.workers)
     fit_in_phases(model, model, dataset, cfg, loss, [scorer, *folder.callbacks(monitor, append=True)])
     finish_run(folder, model, scorer, monitor)
@@ -146,8 +180,12 @@ def fit_in_phases(model: keras.Model, frame_model: keras.Model, dataset, cfg, lo
             continue
         if blocks is not None:
             unfrozen = set_trainable(frame_model, blocks, cfg.train_batchnorm)
-            log.info("unfroze %d backbone layers with weights (top %s blocks): %s", len(unfrozen), blocks,
-                     ", ".join(unfrozen))
+            log.info(
+                "unfroze %d backbone layers with weights (top %s blocks): %s",
+                len(unfrozen),
+                blocks,
+                ", ".join(unfrozen),
+            )
         model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, jit_compile=cfg.jit_compile)
         model.fit(dataset, initial_epoch=done, epochs=done + epochs, callbacks=callbacks, verbose=cfg.verbose)
         done += epochs

@@ -8,8 +8,13 @@ import zipfile
 from pathlib import Path
 
 WANTED = (
-    "single_face.mp4", "no_face.mp4", "face_noface.mov", "noface_face.mov",
-    "WolfgangLanger_Pexels.mp4", "single_face.jpg", "multi_face.jpg",
+    "single_face.mp4",
+    "no_face.mp4",
+    "face_noface.mov",
+    "noface_face.mov",
+    "WolfgangLanger_Pexels.mp4",
+    "single_face.jpg",
+    "multi_face.jpg",
 )
 
 

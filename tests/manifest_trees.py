@@ -40,8 +40,12 @@ def video(path: Path, n_frames: int = 3) -> Path:
     return path
 
 
-def affwild2(root: Path, annotations: str = "6th ABAW Annotations",
-             expr_folder: str = "EXPR_Recognition_Challenge", videos: str = "videos") -> Path:
+def affwild2(
+    root: Path,
+    annotations: str = "6th ABAW Annotations",
+    expr_folder: str = "EXPR_Recognition_Challenge",
+    videos: str = "videos",
+) -> Path:
     """An ABAW-style tree with two videos, one of them with two subjects (left/right).
 
     - ``vidA``: VA train (4 frames, frame 3 unannotated -5), AU validation (2 frames, one -1);
@@ -51,14 +55,14 @@ def affwild2(root: Path, annotations: str = "6th ABAW Annotations",
       cropped frames.
     """
     ann = root / annotations if annotations else root
-    write(ann / "VA_Estimation_Challenge/Train_Set/vidA.txt",
-          f"{VA_HEADER}\n0.5,-0.25\n-1,1\n-5,-5\n0.125,0.0\n")
-    write(ann / "VA_Estimation_Challenge/Validation_Set/vidB_left.txt",
-          f"{VA_HEADER}\r\n0.1,0.2\r\n-0.3,0.4\r\n")
+    write(ann / "VA_Estimation_Challenge/Train_Set/vidA.txt", f"{VA_HEADER}\n0.5,-0.25\n-1,1\n-5,-5\n0.125,0.0\n")
+    write(ann / "VA_Estimation_Challenge/Validation_Set/vidB_left.txt", f"{VA_HEADER}\r\n0.1,0.2\r\n-0.3,0.4\r\n")
     write(ann / f"{expr_folder}/Train_Set/vidB_left.txt", f"{EXPR_HEADER}\n0\n-1\n7\n")
     write(ann / f"{expr_folder}/Train_Set/vidB_right.txt", f"{EXPR_HEADER}\n4\n4\n5\n6\n3\n")
-    write(ann / "AU_Detection_Challenge/Validation_Set/vidA.txt",
-          f"{AU_HEADER}\n1,0,0,0,0,0,1,0,0,0,1,0\n-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1\n")
+    write(
+        ann / "AU_Detection_Challenge/Validation_Set/vidA.txt",
+        f"{AU_HEADER}\n1,0,0,0,0,0,1,0,0,0,1,0\n-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1\n",
+    )
     for frame in (1, 2, 4):
         jpg(root / f"cropped_aligned/vidA/{frame:05d}.jpg")
     jpg(root / "cropped_aligned/vidB_left/00001.jpg")

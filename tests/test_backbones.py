@@ -109,9 +109,7 @@ def test_module_imports_without_keras():
         "heavy = [m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules]; "
         "assert not heavy, heavy"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
 
@@ -119,17 +117,13 @@ def test_to_model_input_shrinks_grows_and_converts_to_gray():
     image = np.random.default_rng(0).integers(0, 256, (120, 90, 3), dtype=np.uint8)
     gray = to_model_input(image, (64, 64, 1))
     assert gray.shape == (64, 64, 1) and gray.dtype == np.uint8
-    expected = cv2.resize(
-        cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (64, 64), interpolation=cv2.INTER_AREA
-    )
+    expected = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (64, 64), interpolation=cv2.INTER_AREA)
     np.testing.assert_array_equal(gray[..., 0], expected)
 
     small = image[:20, :30]
     grown = to_model_input(small, (48, 40, 3))
     assert grown.shape == (48, 40, 3) and grown.dtype == np.uint8
-    np.testing.assert_array_equal(
-        grown, cv2.resize(small, (40, 48), interpolation=cv2.INTER_LINEAR)
-    )
+    np.testing.assert_array_equal(grown, cv2.resize(small, (40, 48), interpolation=cv2.INTER_LINEAR))
     np.testing.assert_array_equal(to_model_input(image, (120, 90, 3)), image)
 
 
@@ -171,7 +165,16 @@ def test_fer_embed_is_deterministic_and_matches_a_direct_model_call(fer, fer_ori
 
 def test_padded_size_buckets():
     assert [padded_size(n, 256) for n in (1, 8, 9, 16, 17, 100, 128, 129, 256)] == [
-        8, 8, 16, 16, 32, 128, 128, 256, 256]
+        8,
+        8,
+        16,
+        16,
+        32,
+        128,
+        128,
+        256,
+        256,
+    ]
     assert padded_size(3, 4) == 4 and padded_size(20, 24) == 24
 
 
@@ -254,9 +257,7 @@ def test_random_init_warns_and_is_reproducible(caplog):
 @pytest.mark.slow
 def test_application_weights_file_round_trip(tmp_path, caplog):
     keras.utils.set_random_seed(7)
-    source = keras.applications.MobileNetV2(
-        include_top=False, pooling="avg", weights=None, input_shape=SMALL_RGB
-    )
+    source = keras.applications.MobileNetV2(include_top=False, pooling="avg", weights=None, input_shape=SMALL_RGB)
     path = tmp_path / "mobilenet_v2_notop.weights.h5"
     source.save_weights(path)
     with caplog.at_level(logging.WARNING):
@@ -264,9 +265,7 @@ def test_application_weights_file_round_trip(tmp_path, caplog):
     assert "RANDOM" not in caplog.text
     assert loaded.weights_sha256 == _sha256(path)
     images = _crops(2, SMALL_RGB)
-    direct = source.predict_on_batch(
-        keras.applications.mobilenet_v2.preprocess_input(images.astype(np.float32))
-    )
+    direct = source.predict_on_batch(keras.applications.mobilenet_v2.preprocess_input(images.astype(np.float32)))
     scale = np.abs(direct).max()
     assert scale > 0
     np.testing.assert_allclose(loaded.embed(images), direct, rtol=1e-4, atol=1e-4 * scale)
@@ -324,8 +323,7 @@ def test_file_backbone_selects_and_pools_a_named_layer(tiny_keras_file):
     with pytest.raises(ValueError) as info:
         load_backbone(f"file:{path}", embedding_layer="fc7")
     assert str(info.value) == (
-        f"Embedding layer 'fc7' is not in backbone 'file:{path}'. "
-        "Its layers: pixels, scale, conv, pool, hidden, head."
+        f"Embedding layer 'fc7' is not in backbone 'file:{path}'. Its layers: pixels, scale, conv, pool, hidden, head."
     )
 
 

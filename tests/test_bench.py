@@ -24,17 +24,27 @@ pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'`
 
 MEDIA = Path(__file__).parent / "media"
 
-ISSUE_KEYS = ("decode_fps", "decode_detect_fps", "backbone_img_s", "end_to_end_fps", "naive_fps", "peak_rss_mb",
-              "train_seq_s_cache", "train_seq_s_memory", "hdf5_write_frames_s", "hdf5_read_windows_s",
-              "peak_rss_mb_1x", "peak_rss_mb_10x")
+ISSUE_KEYS = (
+    "decode_fps",
+    "decode_detect_fps",
+    "backbone_img_s",
+    "end_to_end_fps",
+    "naive_fps",
+    "peak_rss_mb",
+    "train_seq_s_cache",
+    "train_seq_s_memory",
+    "hdf5_write_frames_s",
+    "hdf5_read_windows_s",
+    "peak_rss_mb_1x",
+    "peak_rss_mb_10x",
+)
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
     out = tmp / "docs" / "quick.json"
-    rc = main(["--quick", "--out", str(out), "--workdir", str(tmp / "work"), "--clip",
-               str(MEDIA / "single_face.mp4")])
+    rc = main(["--quick", "--out", str(out), "--workdir", str(tmp / "work"), "--clip", str(MEDIA / "single_face.mp4")])
     assert rc == 0
     return json.loads(out.read_text())
 
@@ -57,17 +67,31 @@ def test_quick_run_writes_every_figure(quick):
     assert quick["train_windows_per_epoch"] == 2 * 64 // 8
     assert 0.9 <= quick["face_hit_rate"] <= 1.0  # single_face.mp4: a face in (nearly) every frame
     # Every target of a CPU machine was checked, with its ratio.
-    for name in ("e2e_vs_decode_detect", "e2e_keyframes_vs_decode_detect", "keyframe_iou", "train_cache_vs_memory",
-                 "memory_flat_main", "memory_flat_worker"):
+    for name in (
+        "e2e_vs_decode_detect",
+        "e2e_keyframes_vs_decode_detect",
+        "keyframe_iou",
+        "train_cache_vs_memory",
+        "memory_flat_main",
+        "memory_flat_worker",
+    ):
         assert quick[f"check_{name}"] in ("PASS", "MISS")
         assert quick[f"check_{name}_ratio"] > 0
     assert quick["command"].startswith("python -m bench --quick")
 
 
 def test_targets_are_ratios_of_the_same_run():
-    figures = {"end_to_end_fps": 80.0, "decode_detect_fps": 100.0, "train_seq_s_cache": 89.0,
-               "train_seq_s_memory": 100.0, "peak_rss_mb_main_1x": 500.0, "peak_rss_mb_main_10x": 560.0,
-               "peak_rss_mb_worker_1x": 200.0, "peak_rss_mb_worker_10x": 200.0, "naive_fps": 5.0}
+    figures = {
+        "end_to_end_fps": 80.0,
+        "decode_detect_fps": 100.0,
+        "train_seq_s_cache": 89.0,
+        "train_seq_s_memory": 100.0,
+        "peak_rss_mb_main_1x": 500.0,
+        "peak_rss_mb_main_10x": 560.0,
+        "peak_rss_mb_worker_1x": 200.0,
+        "peak_rss_mb_worker_10x": 200.0,
+        "naive_fps": 5.0,
+    }
     rows = {r["name"]: r for r in check(figures, "cpu")}
     assert list(rows) == ["e2e_vs_decode_detect", "train_cache_vs_memory", "memory_flat_main", "memory_flat_worker"]
     assert (rows["e2e_vs_decode_detect"]["ratio"], rows["e2e_vs_decode_detect"]["status"]) == (0.8, "PASS")
@@ -80,19 +104,26 @@ def test_targets_are_ratios_of_the_same_run():
     assert flat_checks(check(figures, "cpu"))["check_memory_flat_main_ratio"] == 1.12
     assert format_checks(check(figures, "cpu")).splitlines()[1].startswith("MISS train_cache_vs_memory")
     # On a CPU the backbone shares the cores: 100 frames/s detected, 300 faces/s embedded -> 75 frames/s.
-    assert shared_core_ceiling({"decode_detect_fps": 100.0, "backbone_img_s": 300.0, "face_hit_rate": 1.0}) == \
-        {"end_to_end_ceiling_fps": 75.0}
+    assert shared_core_ceiling({"decode_detect_fps": 100.0, "backbone_img_s": 300.0, "face_hit_rate": 1.0}) == {
+        "end_to_end_ceiling_fps": 75.0
+    }
     assert shared_core_ceiling({"decode_detect_fps": 100.0}) == {}
     # Keyframe targets are bounds on the figure itself, on any machine.
-    keyframes = {"keyframe_hit_rate_gap": 0.012, "keyframe_iou_mean": 0.95, "end_to_end_keyframe_fps": 4900.0,
-                 "decode_detect_fps": 2000.0}
+    keyframes = {
+        "keyframe_hit_rate_gap": 0.012,
+        "keyframe_iou_mean": 0.95,
+        "end_to_end_keyframe_fps": 4900.0,
+        "decode_detect_fps": 2000.0,
+    }
     rows = {r["name"]: r for r in check(keyframes, "gpu")}
     assert (rows["keyframe_hit_rate"]["ratio"], rows["keyframe_hit_rate"]["status"]) == (0.012, "MISS")
     assert (rows["keyframe_iou"]["ratio"], rows["keyframe_iou"]["status"]) == (0.95, "PASS")
     assert (rows["e2e_keyframes_fps"]["ratio"], rows["e2e_keyframes_fps"]["status"]) == (4900.0, "MISS")
     cpu = {r["name"]: r for r in check(keyframes, "cpu")}
-    assert (cpu["e2e_keyframes_vs_decode_detect"]["ratio"], cpu["e2e_keyframes_vs_decode_detect"]["status"]) == \
-        (2.45, "PASS")
+    assert (cpu["e2e_keyframes_vs_decode_detect"]["ratio"], cpu["e2e_keyframes_vs_decode_detect"]["status"]) == (
+        2.45,
+        "PASS",
+    )
     # A target whose figures the run lacks (a --stages subset) is left out, not failed.
     assert [r["name"] for r in check({"naive_fps": 1.0}, "cpu")] == []
 
@@ -146,8 +177,10 @@ def test_cache_write_and_read(tmp_path):
 def test_bad_arguments_say_what_to_do(tmp_path, capsys):
     assert main(["--clip", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"error: {tmp_path / 'nope.mp4'}: no such video; run `make media` to fetch the test media, " \
-                  "or pass --clip <video>"
+    assert (
+        err == f"error: {tmp_path / 'nope.mp4'}: no such video; run `make media` to fetch the test media, "
+        "or pass --clip <video>"
+    )
     assert main(["--stages", "stage_one,warp"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --stages: unknown stage 'warp'; valid: stage_one, backbone, end_to_end")

@@ -18,8 +18,15 @@ from extract.cache import (
     parts_dir_for,
 )
 
-META = CacheMeta(backbone="fer", embedding_dim=8, input_size=(64, 64, 1), preprocessing="x/127.5-1",
-                 weights_sha256="ab" * 32, keras_version="3.15.1", backend="tensorflow")
+META = CacheMeta(
+    backbone="fer",
+    embedding_dim=8,
+    input_size=(64, 64, 1),
+    preprocessing="x/127.5-1",
+    weights_sha256="ab" * 32,
+    keras_version="3.15.1",
+    backend="tensorflow",
+)
 
 
 def _rows(t, dim=8, start=1, seed=0):
@@ -137,8 +144,11 @@ def test_reader_refuses_wrong_version(tmp_path):
     merge_shards(path, parts_dir_for(path), META)
     with h5py.File(path, "a") as f:
         f.attrs["format_version"] = FORMAT_VERSION + 1
-    with pytest.raises(CacheError, match=f"x.h5: cache format version {FORMAT_VERSION + 1}, this code reads "
-                                         f"version {FORMAT_VERSION}; delete the file"):
+    with pytest.raises(
+        CacheError,
+        match=f"x.h5: cache format version {FORMAT_VERSION + 1}, this code reads "
+        f"version {FORMAT_VERSION}; delete the file",
+    ):
         CacheReader(path)
 
 

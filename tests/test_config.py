@@ -28,9 +28,17 @@ def test_every_field_is_documented(cls):
     assert not undocumented
 
 
-@pytest.mark.parametrize("argv, cls", [
-    ([], TrainConfig), ([], ExtractConfig), (["train"], FinetuneConfig), (["distill"], DistillConfig),
-    (["joint"], JointConfig)], ids=lambda v: v.__name__ if isinstance(v, type) else " ".join(v))
+@pytest.mark.parametrize(
+    "argv, cls",
+    [
+        ([], TrainConfig),
+        ([], ExtractConfig),
+        (["train"], FinetuneConfig),
+        (["distill"], DistillConfig),
+        (["joint"], JointConfig),
+    ],
+    ids=lambda v: v.__name__ if isinstance(v, type) else " ".join(v),
+)
 def test_generated_defaults_equal_the_dataclass(argv, cls):
     parser = {TrainConfig: train_parser, ExtractConfig: extract_parser}.get(cls, finetune_parser)()
     values = vars(parser.parse_args(argv))
@@ -39,8 +47,9 @@ def test_generated_defaults_equal_the_dataclass(argv, cls):
 
 
 def test_flags_are_typed_from_the_fields():
-    args = finetune_parser().parse_args(["train", "--no-flip", "--input-size", "96,96,3", "--lr", "0.01",
-                                         "--seed", "4"])
+    args = finetune_parser().parse_args(
+        ["train", "--no-flip", "--input-size", "96,96,3", "--lr", "0.01", "--seed", "4"]
+    )
     assert (args.flip, args.input_size, args.lr, args.seed) == (False, (96, 96, 3), 0.01, 4)
     args = extract_parser().parse_args(["--align", "--save-crops", "--detect-every", "10"])
     assert (args.align, args.save_crops, args.detect_every) == (True, True, 10)

@@ -25,9 +25,16 @@ def _class_table(names, n=400, seed=0):
     k = len(names)
     true = rng.choice(k - 1, n)  # the last class is never true: its normalised row must be zeros
     pred = np.where(rng.random(n) < 0.5, true, rng.integers(0, k, n))
-    df = pd.DataFrame({"sample_id": "v", "frame_index": np.arange(1, n + 1),
-                       "face": (rng.random(n) > 0.1).astype(int), "valid": (rng.random(n) > 0.1).astype(int),
-                       "true": true, "pred": pred})
+    df = pd.DataFrame(
+        {
+            "sample_id": "v",
+            "frame_index": np.arange(1, n + 1),
+            "face": (rng.random(n) > 0.1).astype(int),
+            "valid": (rng.random(n) > 0.1).astype(int),
+            "true": true,
+            "pred": pred,
+        }
+    )
     for c in names:
         df[f"prob_{c}"] = 1.0 / k
     return df
@@ -37,8 +44,12 @@ def _class_table(names, n=400, seed=0):
 def test_class_confusion_files(tmp_path, task, names):
     df = _class_table(names)
     written = write_confusion(df, task, tmp_path / "out")
-    assert sorted(p.name for p in written) == ["confusion_counts.csv", "confusion_counts.png",
-                                               "confusion_normalised.csv", "confusion_normalised.png"]
+    assert sorted(p.name for p in written) == [
+        "confusion_counts.csv",
+        "confusion_counts.png",
+        "confusion_normalised.csv",
+        "confusion_normalised.png",
+    ]
     scored = df[(df.valid == 1) & (df.face == 1)]
     expected = confusion_matrix(scored["true"], scored["pred"], labels=list(range(len(names))))
 
@@ -53,8 +64,9 @@ def test_class_confusion_files(tmp_path, task, names):
     sums = norm.to_numpy().sum(axis=1)
     np.testing.assert_allclose(sums[:-1], 1.0, atol=1e-5)
     assert sums[-1] == 0.0  # a class never true has no distribution to show
-    np.testing.assert_allclose(norm.to_numpy()[:-1], expected[:-1] / expected[:-1].sum(axis=1, keepdims=True),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        norm.to_numpy()[:-1], expected[:-1] / expected[:-1].sum(axis=1, keepdims=True), atol=1e-6
+    )
     for p in written:
         if p.suffix == ".png":
             _assert_png(p)
@@ -69,8 +81,9 @@ def test_confusion_tables_use_every_class_id():
 def test_au_confusion(tmp_path):
     rng = np.random.default_rng(1)
     n = 300
-    df = pd.DataFrame({"sample_id": "v", "frame_index": np.arange(1, n + 1),
-                       "face": (rng.random(n) > 0.1).astype(int), "valid": 1})
+    df = pd.DataFrame(
+        {"sample_id": "v", "frame_index": np.arange(1, n + 1), "face": (rng.random(n) > 0.1).astype(int), "valid": 1}
+    )
     true = (rng.random((n, len(AU_NAMES))) < 0.3).astype(int)
     pred = (rng.random((n, len(AU_NAMES))) < 0.4).astype(int)
     for k, au in enumerate(AU_NAMES):

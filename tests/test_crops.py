@@ -28,8 +28,15 @@ def raw(tmp_path_factory):
     """Four synthetic videos, every one also as a raw mp4; the crops of two runs."""
     root = tmp_path_factory.mktemp("crops")
     generate(root / "data", seed=5, n_clips=4, min_frames=30, max_frames=40, raw_videos=4)
-    cfg = ExtractConfig(dataset="synthetic", data_root=str(root / "data"), cache_dir=str(root / "cache"),
-                        input="video", save_crops=True, workers=2, batch=64)
+    cfg = ExtractConfig(
+        dataset="synthetic",
+        data_root=str(root / "data"),
+        cache_dir=str(root / "cache"),
+        input="video",
+        save_crops=True,
+        workers=2,
+        batch=64,
+    )
     summary = run_extract(cfg)
     return root, summary
 
@@ -55,8 +62,9 @@ def test_every_face_of_the_cache_has_its_crop(raw):
     # A stored crop is the crop of the cached box (JPEG quality 90: a few grey levels apart).
     video_id = reader.video_ids()[0]
     feats = reader.read(video_id)
-    source = dict(iter_video(samples(load_dataset("synthetic", root / "data")).set_index("sample_id")
-                             .loc[video_id, "media_path"]))
+    source = dict(
+        iter_video(samples(load_dataset("synthetic", root / "data")).set_index("sample_id").loc[video_id, "media_path"])
+    )
     for row in (0, len(store.frames(video_id)) - 1):
         frame = int(store.frames(video_id)[row])
         box = feats.bbox[feats.frame_index == frame][0]
@@ -80,18 +88,27 @@ def test_a_cache_without_crops_gets_them_on_a_save_crops_run(raw, tmp_path):
 
 def test_save_crops_refuses_frames_mode_and_other_sizes(raw, capsys):
     root, _ = raw
-    base = ["--dataset", "synthetic", "--data-root", str(root / "data"), "--cache-dir", str(root / "cache"),
-            "--workers", "1", "--save-crops"]
+    base = [
+        "--dataset",
+        "synthetic",
+        "--data-root",
+        str(root / "data"),
+        "--cache-dir",
+        str(root / "cache"),
+        "--workers",
+        "1",
+        "--save-crops",
+    ]
     assert extract_main(base) == 2
     assert capsys.readouterr().err.strip() == (
         "error: --save-crops stores the crops cut from videos, but synthetic is read in 'frames' mode, whose "
         "cropped_aligned frames fine-tuning reads directly; add --input video (INPUT=video) to save crops "
-        "from the videos")
+        "from the videos"
+    )
     assert extract_main([*base, "--input", "video", "--crop-size", "64"]) == 2
     err = capsys.readouterr().err.strip()
     crops = crops_path(cache_path(root / "cache", "synthetic", "fer"))
-    assert err.startswith(f"error: {crops}: was written with other settings (input_size: (112, 112, 3) != "
-                          f"(64, 64, 3))")
+    assert err.startswith(f"error: {crops}: was written with other settings (input_size: (112, 112, 3) != (64, 64, 3))")
     with pytest.raises(CacheError, match="a feature cache, not a crops file"):
         CropStore(cache_path(root / "cache", "synthetic", "fer"))
 
@@ -99,9 +116,19 @@ def test_save_crops_refuses_frames_mode_and_other_sizes(raw, capsys):
 def test_finetuning_reads_the_saved_crops(raw):
     root, _ = raw
     table = _raw_table(root)
-    cfg = FinetuneConfig(dataset="synthetic", data_root=str(root / "data"), cache_dir=str(root / "cache"),
-                         warmup_epochs=1, epochs=0, batch_size=32, train_frames=64, val_frames=64, verbose=0,
-                         runs_dir=str(root / "runs"), run_name="from-crops")
+    cfg = FinetuneConfig(
+        dataset="synthetic",
+        data_root=str(root / "data"),
+        cache_dir=str(root / "cache"),
+        warmup_epochs=1,
+        epochs=0,
+        batch_size=32,
+        train_frames=64,
+        val_frames=64,
+        verbose=0,
+        runs_dir=str(root / "runs"),
+        run_name="from-crops",
+    )
     train_rows, val_rows, _ = split_rows(cfg, table)
     rows = pd.concat([train_rows, val_rows])
     store = saved_crops(cfg, rows)
@@ -132,7 +159,8 @@ def test_raw_samples_without_crops_say_how_to_get_them(raw, tmp_path):
     assert str(err.value) == (
         f"sample '{first}' has no cropped_aligned folder and {tmp_path / 'synthetic'} holds no crops file; store its "
         f"face crops once with make extract DATASET=synthetic INPUT=video SAVE_CROPS=1 (CACHE_DIR={tmp_path}), "
-        f"or pass --crops <file>")
+        f"or pass --crops <file>"
+    )
     for name in ("a.crops.h5", "b.crops.h5"):
         (tmp_path / "synthetic").mkdir(exist_ok=True)
         (tmp_path / "synthetic" / name).write_bytes(b"")

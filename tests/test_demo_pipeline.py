@@ -24,18 +24,22 @@ DEMO = dict(dataset="synthetic", backbone="fer", task="expr", epochs=15, seq_len
 def demo_cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     generate(root / "data", seed=0)
-    summary = run_extract(ExtractConfig(dataset="synthetic", data_root=str(root / "data"),
-                                        cache_dir=str(root / "cache"), workers=2))
+    summary = run_extract(
+        ExtractConfig(dataset="synthetic", data_root=str(root / "data"), cache_dir=str(root / "cache"), workers=2)
+    )
     assert summary["failed"] == [] and summary["done"] == 26
     return root
 
 
 def _train(root, **overrides) -> tuple[dict, dict]:
-    cfg = TrainConfig(**{**DEMO, **overrides}, data_root=str(root / "data"), cache_dir=str(root / "cache"),
-                      runs_dir=str(root / "runs"))
+    cfg = TrainConfig(
+        **{**DEMO, **overrides},
+        data_root=str(root / "data"),
+        cache_dir=str(root / "cache"),
+        runs_dir=str(root / "runs"),
+    )
     run = run_training(cfg)
-    return (json.loads((run / "metrics.json").read_text()),
-            json.loads((run / "label_distribution.json").read_text()))
+    return (json.loads((run / "metrics.json").read_text()), json.loads((run / "label_distribution.json").read_text()))
 
 
 def test_gru_beats_temporal_averaging_and_per_frame_baselines(demo_cache):

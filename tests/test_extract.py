@@ -73,8 +73,11 @@ def test_frames_mode_keeps_every_frame(synthetic, frames_cache):
 
 
 def test_video_mode_finds_faces_in_synthetic_clips(synthetic, tmp_path):
-    summary = run_extract(ExtractConfig(dataset="synthetic", data_root=str(synthetic), cache_dir=str(tmp_path),
-                                        input="video", workers=2, batch=64))
+    summary = run_extract(
+        ExtractConfig(
+            dataset="synthetic", data_root=str(synthetic), cache_dir=str(tmp_path), input="video", workers=2, batch=64
+        )
+    )
     table = samples(load_dataset("synthetic", synthetic))
     with_video = table[table.media_path != ""]
     reader = CacheReader(cache_path(tmp_path, "synthetic", "fer"))
@@ -112,8 +115,22 @@ def _real_media_tree(root: Path) -> Path:
 
 def test_real_media_and_failures(tmp_path, capsys):
     root = _real_media_tree(tmp_path / "data")
-    rc = main(["--dataset", "affwild2", "--data-root", str(root), "--cache-dir", str(tmp_path / "cache"),
-               "--input", "video", "--workers", "2", "--batch", "32"])
+    rc = main(
+        [
+            "--dataset",
+            "affwild2",
+            "--data-root",
+            str(root),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--input",
+            "video",
+            "--workers",
+            "2",
+            "--batch",
+            "32",
+        ]
+    )
     assert rc == 1  # something failed, and the exit code says so
     err = capsys.readouterr().err
     assert "not_a_video.mp4: " in err and "truncated.mp4: " in err
@@ -130,8 +147,20 @@ def test_real_media_and_failures(tmp_path, capsys):
     assert sorted(Path(f["path"]).name for f in saved["failed"]) == ["not_a_video.mp4", "truncated.mp4"]
     # A second run redoes only the failures (and fails on them again), the rest is untouched.
     before = reader.read("single_face").embeddings.copy()
-    rc = main(["--dataset", "affwild2", "--data-root", str(root), "--cache-dir", str(tmp_path / "cache"),
-               "--input", "video", "--workers", "1"])
+    rc = main(
+        [
+            "--dataset",
+            "affwild2",
+            "--data-root",
+            str(root),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--input",
+            "video",
+            "--workers",
+            "1",
+        ]
+    )
     assert rc == 1
     saved = json.loads(summary_path(reader.path).read_text())
     assert saved["skipped_done"] == 2 and saved["done"] == 0
@@ -156,13 +185,27 @@ def _read_all(path):
 def test_sigkill_then_resume_equals_uninterrupted(synthetic, frames_cache, tmp_path):
     _, reference_dir = frames_cache
     cache_dir = tmp_path / "cache"
-    cmd = [sys.executable, "-m", "extract", "--dataset", "synthetic", "--data-root", str(synthetic),
-           "--cache-dir", str(cache_dir), "--workers", "1", "--batch", "16"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "extract",
+        "--dataset",
+        "synthetic",
+        "--data-root",
+        str(synthetic),
+        "--cache-dir",
+        str(cache_dir),
+        "--workers",
+        "1",
+        "--batch",
+        "16",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     parts = parts_dir_for(cache_path(cache_dir, "synthetic", "fer"))
     shm_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 240
     while not finished_shards(parts) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -188,8 +231,9 @@ def test_sigkill_then_resume_equals_uninterrupted(synthetic, frames_cache, tmp_p
         np.testing.assert_array_equal(got.face_mask, ref.face_mask)
         np.testing.assert_array_equal(got.bbox, ref.bbox)
         # Batches are cut differently (batch 16 vs 64, other neighbours): allow float16 rounding.
-        np.testing.assert_allclose(got.embeddings.astype(np.float32), ref.embeddings.astype(np.float32),
-                                   atol=2e-3, rtol=2e-3)
+        np.testing.assert_allclose(
+            got.embeddings.astype(np.float32), ref.embeddings.astype(np.float32), atol=2e-3, rtol=2e-3
+        )
 
 
 def test_keyframes_fill_the_cache_like_per_frame_detection(tmp_path, capsys):
@@ -209,7 +253,8 @@ def test_keyframes_fill_the_cache_like_per_frame_detection(tmp_path, capsys):
     key_path = cache_path(tmp_path / "key", "affwild2", "fer")
     key = _read_all(key_path)
     assert CacheReader(key_path).meta.detector.endswith(
-        "detect_every=10 (keyframes; optical flow carries faces between them)")
+        "detect_every=10 (keyframes; optical flow carries faces between them)"
+    )
     summary = json.loads(summary_path(key_path).read_text())
     assert summary["frames"] == 72 + 472
     assert summary["detected_frames"] < 0.35 * summary["frames"]
@@ -228,8 +273,9 @@ def test_keyframes_fill_the_cache_like_per_frame_detection(tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, "--cache-dir", str(tmp_path / "key"), "--detect-every", "5"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: {key_path}: was written with other settings (detector: ") and \
-        err.endswith("delete it or choose another CACHE_DIR to extract with these settings")
+    assert err.startswith(f"error: {key_path}: was written with other settings (detector: ") and err.endswith(
+        "delete it or choose another CACHE_DIR to extract with these settings"
+    )
     assert sorted(_read_all(key_path)) == sorted(every)
     assert main([*args, "--cache-dir", str(tmp_path / "bad"), "--detect-every", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: --detect-every must be >= 1 (1: detect on every frame), got 0"

@@ -37,8 +37,19 @@ pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'`
 # The demo's GRU (Makefile DEMO_TRAIN; tests/test_demo_pipeline.py).
 GRU = dict(dataset="synthetic", task="expr", model="gru", epochs=15, seq_len=32, seed=0, verbose=0)
 # Fine-tuning of the proof: one frozen epoch for the head, then the top two blocks and their BN.
-FINETUNE = dict(dataset="synthetic", backbone="fer", task="expr", warmup_epochs=1, epochs=3, lr=1e-2,
-                finetune_lr=2e-3, unfreeze_blocks=2, train_batchnorm=True, seed=0, verbose=0)
+FINETUNE = dict(
+    dataset="synthetic",
+    backbone="fer",
+    task="expr",
+    warmup_epochs=1,
+    epochs=3,
+    lr=1e-2,
+    finetune_lr=2e-3,
+    unfreeze_blocks=2,
+    train_batchnorm=True,
+    seed=0,
+    verbose=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +61,33 @@ def synthetic(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finetuned(synthetic):
-    return run_finetune(FinetuneConfig(**FINETUNE, data_root=str(synthetic / "data"),
-                                       runs_dir=str(synthetic / "runs"), run_name="fer-ft"))
+    return run_finetune(
+        FinetuneConfig(
+            **FINETUNE, data_root=str(synthetic / "data"), runs_dir=str(synthetic / "runs"), run_name="fer-ft"
+        )
+    )
 
 
 def _gru_on(root, backbone: str) -> dict:
-    summary = run_extract(ExtractConfig(dataset="synthetic", data_root=str(root / "data"), backbone=backbone,
-                                        cache_dir=str(root / "cache"), workers=2))
+    summary = run_extract(
+        ExtractConfig(
+            dataset="synthetic",
+            data_root=str(root / "data"),
+            backbone=backbone,
+            cache_dir=str(root / "cache"),
+            workers=2,
+        )
+    )
     assert summary["failed"] == [] and summary["done"] == 26
-    run = run_training(TrainConfig(**GRU, backbone=backbone, data_root=str(root / "data"),
-                                   cache_dir=str(root / "cache"), runs_dir=str(root / "gru_runs")))
+    run = run_training(
+        TrainConfig(
+            **GRU,
+            backbone=backbone,
+            data_root=str(root / "data"),
+            cache_dir=str(root / "cache"),
+            runs_dir=str(root / "gru_runs"),
+        )
+    )
     return json.loads((run / "metrics.json").read_text())
 
 
@@ -79,8 +107,15 @@ def test_gru_on_finetuned_fer_beats_frozen_and_random_init(synthetic, finetuned)
 
 def test_run_folder_is_a_stage_one_backbone(synthetic, finetuned):
     files = sorted(p.name for p in finetuned.iterdir())
-    assert files == ["config.json", "embedding_layer.txt", "history.csv", "label_distribution.json",
-                     "metrics.json", "model.keras", "predictions_validation.csv"]
+    assert files == [
+        "config.json",
+        "embedding_layer.txt",
+        "history.csv",
+        "label_distribution.json",
+        "metrics.json",
+        "model.keras",
+        "predictions_validation.csv",
+    ]
     layer = (finetuned / "embedding_layer.txt").read_text().strip()
     assert layer == "embedding"
     model = keras.saving.load_model(finetuned / "model.keras", safe_mode=True, compile=False)
@@ -94,8 +129,12 @@ def test_run_folder_is_a_stage_one_backbone(synthetic, finetuned):
     weights, bias = model.get_layer("head").get_weights()
     logits = by_default.embed(crops) @ weights + bias
     expected = np.exp(logits - logits.max(1, keepdims=True))
-    np.testing.assert_allclose(model.predict_on_batch(crops.astype(np.float32)),
-                               expected / expected.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict_on_batch(crops.astype(np.float32)),
+        expected / expected.sum(1, keepdims=True),
+        rtol=1e-4,
+        atol=1e-6,
+    )
     history = pd.read_csv(finetuned / "history.csv")
     metrics = json.loads((finetuned / "metrics.json").read_text())
     assert len(history) == 4 and metrics["best_epoch"] == int(history["val_f1_macro"].idxmax())
@@ -108,8 +147,9 @@ def test_pretrained_embedding_equals_frozen_fer_and_unfreezing_takes_top_blocks(
     assert not any(w.trainable for w in features.weights)
     crops = np.random.default_rng(1).integers(0, 256, (4, 64, 64, 1), dtype=np.uint8)
     cut = keras.Model(model.inputs, model.get_layer("embedding").output)
-    np.testing.assert_allclose(cut.predict_on_batch(crops.astype(np.float32)), load_backbone("fer").embed(crops),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        cut.predict_on_batch(crops.astype(np.float32)), load_backbone("fer").embed(crops), rtol=1e-5, atol=1e-5
+    )
     names = set_trainable(model, 1, train_batchnorm=False)
     assert names == ["separable_conv2d_7", "separable_conv2d_8", "conv2d_6"]  # block 4 of mini-Xception
     names = set_trainable(model, 2, train_batchnorm=True)
@@ -149,8 +189,9 @@ def test_rebalancing_applies_to_the_training_split_only(synthetic):
     cfg = FinetuneConfig(dataset="synthetic", data_root=str(synthetic / "data"), rebalance="undersample")
     table = load_dataset("synthetic", synthetic / "data")
     train, val, dist, info = load_indexes(cfg, TASKS["expr"], table)
-    _, val_plain, _, info_plain = load_indexes(FinetuneConfig(dataset="synthetic", data_root=cfg.data_root),
-                                               TASKS["expr"], table)
+    _, val_plain, _, info_plain = load_indexes(
+        FinetuneConfig(dataset="synthetic", data_root=cfg.data_root), TASKS["expr"], table
+    )
     counts = np.bincount(train.labels[:, 0].astype(int), minlength=8)
     assert len(set(counts.tolist())) == 1 and counts[0] == min(dist["before"]["classes"].values())
     assert info["train_frames"] == info_plain["train_frames"] > 10 * info["train_frames_after_rebalance"]
@@ -161,9 +202,11 @@ def _numpy_distillation(teacher, student, labels, mask, kind, t, alpha):
     eps = 1e-7
     p_t, p_s = np.clip(teacher, eps, 1 - eps), np.clip(student, eps, 1 - eps)
     if kind == "softmax":
+
         def soft_max(z):
             e = np.exp(z - z.max(1, keepdims=True))
             return e / e.sum(1, keepdims=True)
+
         q_t, q_s = soft_max(np.log(p_t) / t), soft_max(np.log(p_s) / t)
         soft = (q_t * np.log(q_t / q_s)).sum(1)
         hard = -np.log(p_s[np.arange(len(p_s)), labels[:, 0].astype(int)])
@@ -188,24 +231,39 @@ def test_distillation_loss_equals_hinton_formula(kind):
         return np.exp(z) / np.exp(z).sum(1, keepdims=True)
 
     teacher, student = probs(), probs()
-    labels = rng.integers(0, k, (n, 1)).astype(np.float64) if kind == "softmax" else \
-        rng.integers(0, 2, (n, k)).astype(np.float64)
+    labels = (
+        rng.integers(0, k, (n, 1)).astype(np.float64)
+        if kind == "softmax"
+        else rng.integers(0, 2, (n, k)).astype(np.float64)
+    )
     mask = np.array([1, 1, 0, 1, 1, 0], np.float64)
     y_true = np.concatenate([teacher, labels, mask[:, None]], axis=1).astype(np.float32)
     loss = DistillationLoss(k, kind, temperature=3.0, alpha=0.6)
     got = float(keras.ops.convert_to_numpy(loss(y_true, student.astype(np.float32))))
     want = _numpy_distillation(teacher, student, labels, mask, kind, 3.0, 0.6)
     assert got == pytest.approx(want, rel=1e-4)
-    matched = float(keras.ops.convert_to_numpy(
-        DistillationLoss(k, kind, 3.0, 1.0)(y_true, teacher.astype(np.float32))))
+    matched = float(keras.ops.convert_to_numpy(DistillationLoss(k, kind, 3.0, 1.0)(y_true, teacher.astype(np.float32))))
     assert matched == pytest.approx(0.0, abs=1e-4)  # a student equal to its teacher has no soft loss
 
 
 def test_distilled_student_reports_metrics_and_runs_through_stage_one(synthetic, finetuned):
-    run = run_distill(DistillConfig(teacher=str(finetuned), student="mobilenetv2", student_input_size=(32, 32, 3),
-                                    init="random", epochs=1, train_frames=128, val_frames=100, batch_size=64,
-                                    embedding_weight=0.5, bench_images=32, runs_dir=str(synthetic / "runs"),
-                                    run_name="student", verbose=0))
+    run = run_distill(
+        DistillConfig(
+            teacher=str(finetuned),
+            student="mobilenetv2",
+            student_input_size=(32, 32, 3),
+            init="random",
+            epochs=1,
+            train_frames=128,
+            val_frames=100,
+            batch_size=64,
+            embedding_weight=0.5,
+            bench_images=32,
+            runs_dir=str(synthetic / "runs"),
+            run_name="student",
+            verbose=0,
+        )
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert (run / "embedding_layer.txt").read_text().strip() == "embedding"
     assert metrics["n_frames"] == 100 and 0 <= metrics["f1_macro"] <= 1
@@ -214,8 +272,16 @@ def test_distilled_student_reports_metrics_and_runs_through_stage_one(synthetic,
     model = keras.saving.load_model(run / "model.keras", safe_mode=True, compile=False)
     assert model.input_shape == (None, 32, 32, 3) and model.layers[-1].name == "head"
     backbone = f"file:{run / 'model.keras'}"
-    summary = run_extract(ExtractConfig(dataset="synthetic", data_root=str(synthetic / "data"), backbone=backbone,
-                                        cache_dir=str(synthetic / "student_cache"), workers=1, limit=2))
+    summary = run_extract(
+        ExtractConfig(
+            dataset="synthetic",
+            data_root=str(synthetic / "data"),
+            backbone=backbone,
+            cache_dir=str(synthetic / "student_cache"),
+            workers=1,
+            limit=2,
+        )
+    )
     assert summary["failed"] == [] and summary["done"] == 2
     reader = CacheReader(cache_path(synthetic / "student_cache", "synthetic", backbone))
     assert reader.meta.embedding_layer == "embedding" and reader.meta.embedding_dim == 1280

@@ -22,8 +22,23 @@ from train.data import train_windows
 
 pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
 
-SMALL = dict(dataset="synthetic", backbone="fer", task="expr", seq_len=8, layers=1, units=16, warmup_epochs=3,
-             epochs=1, batch_size=8, lr=1e-2, finetune_lr=1e-3, unfreeze_blocks=1, stats_frames=64, seed=0, verbose=0)
+SMALL = dict(
+    dataset="synthetic",
+    backbone="fer",
+    task="expr",
+    seq_len=8,
+    layers=1,
+    units=16,
+    warmup_epochs=3,
+    epochs=1,
+    batch_size=8,
+    lr=1e-2,
+    finetune_lr=1e-3,
+    unfreeze_blocks=1,
+    stats_frames=64,
+    seed=0,
+    verbose=0,
+)
 
 
 def test_clips_keep_every_labelled_frame_and_mark_the_faceless(tmp_path):
@@ -32,27 +47,45 @@ def test_clips_keep_every_labelled_frame_and_mark_the_faceless(tmp_path):
     np.testing.assert_array_equal(split.face, [True, True, True, False, True, True, False])  # + the padding row
     np.testing.assert_array_equal(split.valid, [True, False, True, True, True, True])
     np.testing.assert_array_equal(split.eligible, [True, False, True, False, True, True])  # scored frames
-    assert [p.rsplit("/", 1)[-1] for p in paths] == ["00001.jpg", "00002.jpg", "00003.jpg", "", "00005.jpg",
-                                                     "00006.jpg", ""]
+    assert [p.rsplit("/", 1)[-1] for p in paths] == [
+        "00001.jpg",
+        "00002.jpg",
+        "00003.jpg",
+        "",
+        "00005.jpg",
+        "00006.jpg",
+        "",
+    ]
     cfg = JointConfig(seq_len=4, batch_size=2).resolved()
     sample, start = train_windows(split, cfg.seq_len, cfg.stride)
     assert start.tolist() == [0, 2]
     x, y = ClipDataset(split, paths, None, sample, start, cfg, (8, 8, 1))[0]
     assert x["pixels"].shape == (2, 4, 8, 8, 1) and y.shape == (2, 4, 2)  # class id, loss mask
     np.testing.assert_array_equal(x["face"], [[1, 1, 1, 0], [1, 0, 1, 1]])
-    assert not x["pixels"][0, 3].any() and x["pixels"][0, 2].mean() == pytest.approx(0.299 * 120 + 0.587 * 120
-                                                                                     + 0.114 * 120, abs=2)
+    assert not x["pixels"][0, 3].any() and x["pixels"][0, 2].mean() == pytest.approx(
+        0.299 * 120 + 0.587 * 120 + 0.114 * 120, abs=2
+    )
     np.testing.assert_array_equal(y[0, :, -1], [1, 0, 1, 0])  # loss mask: frame 2 unannotated, frame 4 faceless
     # Augmented, every frame of a clip is transformed alike: one brightness factor per clip.
-    augmented = ClipDataset(split, paths, None, sample, start, cfg, (8, 8, 1), shuffle_seed=3,
-                            augment=Augment(flip=True, shift=0.1, rotation=10, brightness=0.2))
+    augmented = ClipDataset(
+        split,
+        paths,
+        None,
+        sample,
+        start,
+        cfg,
+        (8, 8, 1),
+        shuffle_seed=3,
+        augment=Augment(flip=True, shift=0.1, rotation=10, brightness=0.2),
+    )
     x, _ = augmented[0]
     grey = {0: 40, 1: 80, 2: 120, 4: 200, 5: 240}  # row -> the value of its uniform jpg (row 3: no face)
     per_clip = []
     for b, pick in enumerate(augmented._order[:2]):
         first = augmented.start[pick]
-        factors = [x["pixels"][b, t].mean() / grey[first + t] for t in range(4)
-                   if grey.get(first + t, 255) < 212]  # present, and not clipped at 255 by a 1.2 factor
+        factors = [
+            x["pixels"][b, t].mean() / grey[first + t] for t in range(4) if grey.get(first + t, 255) < 212
+        ]  # present, and not clipped at 255 by a 1.2 factor
         assert len(factors) >= 2 and max(factors) - min(factors) < 0.02
         per_clip.append(np.mean(factors))
     assert abs(per_clip[0] - per_clip[1]) > 0.02  # a draw per clip, not per batch
@@ -69,8 +102,14 @@ def joint_run(tmp_path_factory):
 def test_joint_run_folder_is_a_stage_two_run(joint_run):
     root, run = joint_run
     files = sorted(p.name for p in run.iterdir())
-    assert files == ["config.json", "history.csv", "label_distribution.json", "metrics.json", "model.keras",
-                     "predictions_validation.csv"]
+    assert files == [
+        "config.json",
+        "history.csv",
+        "label_distribution.json",
+        "metrics.json",
+        "model.keras",
+        "predictions_validation.csv",
+    ]
     config = json.loads((run / "config.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     assert config["model"] == metrics["model"] == "joint-gru" and config["rnn"] == "gru"
@@ -85,14 +124,17 @@ def test_joint_run_folder_is_a_stage_two_run(joint_run):
     share = truth.value_counts(normalize=True).iloc[0]
     assert metrics["f1_macro"] > 2 * share / (1 + share) / 8 + 0.15
     # The report lists it beside the stage-two runs of the same backbone and task.
-    (key, table), = comparison_tables(collect_runs(root / "runs"))
+    ((key, table),) = comparison_tables(collect_runs(root / "runs"))
     assert (key["backbone"], key["task"]) == ("fer", "expr") and table.model.tolist() == ["joint-gru"]
 
 
 def _changed(backbone) -> set[str]:
     pretrained = build_model("fer", (), "pretrained", "", TASKS["expr"], 0, 0.0, seed=0).get_layer("backbone")
-    return {layer.name for layer, ref in zip(backbone.layers, pretrained.layers)
-            if any(not np.array_equal(a, b) for a, b in zip(layer.get_weights(), ref.get_weights()))}
+    return {
+        layer.name
+        for layer, ref in zip(backbone.layers, pretrained.layers)
+        if any(not np.array_equal(a, b) for a, b in zip(layer.get_weights(), ref.get_weights()))
+    }
 
 
 def test_warmup_freezes_the_backbone_and_unfreezing_trains_only_the_top_block(joint_run):

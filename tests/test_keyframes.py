@@ -59,8 +59,9 @@ def test_flow_moves_box_and_keypoints_with_the_image(dx, dy, scale):
     assert flow.step(track, second)
     cx, cy = 160.0, 120.0  # the centre of face()'s box is the warp's centre: it only shifts
     half = 40.0 * scale
-    np.testing.assert_allclose(track.face.box, [cx + dx - half, cy + dy - half, cx + dx + half, cy + dy + half],
-                               atol=0.3)
+    np.testing.assert_allclose(
+        track.face.box, [cx + dx - half, cy + dy - half, cx + dx + half, cy + dy + half], atol=0.3
+    )
     expected = (face().keypoints - (cx, cy)) * scale + (cx + dx, cy + dy)
     np.testing.assert_allclose(track.face.keypoints, expected, atol=0.3)
     assert track.face.score == 0.9  # a carried face keeps its keyframe's score

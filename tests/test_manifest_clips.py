@@ -25,8 +25,7 @@ def test_afew_one_label_per_clip_from_its_folder(tmp_path):
     root = afew_tree(tmp_path)
     table = load_dataset("afew", root)
     assert list(table.columns) == list(COLUMNS)
-    assert table.sample_id.tolist() == ["000046280", "000112254", "000123000", "000225404",
-                                        "000999001"]
+    assert table.sample_id.tolist() == ["000046280", "000112254", "000123000", "000225404", "000999001"]
     assert table.split.tolist() == ["train", "train", "train", "validation", "test"]
     assert table.labels.tolist() == [0, 3, 3, 5, -1]  # Angry, Happy, Happy, Sad, unlabelled
     assert table.valid.tolist() == [True, True, True, True, False]
@@ -48,23 +47,32 @@ def test_afew_split_folders_one_level_down(tmp_path):
 def test_afew_unknown_emotion_folder(tmp_path):
     root = afew_tree(tmp_path)
     trees.video(root / "Val_AFEW/Contempt/000000001.avi")
-    with pytest.raises(DatasetError, match=re.escape(
+    with pytest.raises(
+        DatasetError,
+        match=re.escape(
             f"{root / 'Val_AFEW/Contempt'}: unknown emotion folder 'Contempt'; expected one of "
             "Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise "
-            "(move other folders out of Val_AFEW/)")):
+            "(move other folders out of Val_AFEW/)"
+        ),
+    ):
         load_dataset("afew", root)
 
 
 def test_afew_clip_outside_emotion_folder_and_missing_splits(tmp_path):
     root = afew_tree(tmp_path / "a")
     trees.video(root / "Train_AFEW/000000002.avi")
-    with pytest.raises(DatasetError, match=re.escape(
+    with pytest.raises(
+        DatasetError,
+        match=re.escape(
             f"{root / 'Train_AFEW/000000002.avi'}: clip outside an emotion folder; expected "
-            "Train_AFEW/<Emotion>/000000002.avi")):
+            "Train_AFEW/<Emotion>/000000002.avi"
+        ),
+    ):
         load_dataset("afew", root)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetError, match=re.escape(
-            f"{tmp_path / 'empty'}: no Train_AFEW or Val_AFEW folder within 2 levels")):
+    with pytest.raises(
+        DatasetError, match=re.escape(f"{tmp_path / 'empty'}: no Train_AFEW or Val_AFEW folder within 2 levels")
+    ):
         load_dataset("afew", tmp_path / "empty")
 
 
@@ -78,9 +86,7 @@ def hume_tree(root, rows):
     return root
 
 
-GOOD = ["[00001],Train,0.1,0.2,0.3,0.4,0.5,0.6,0.7",
-        "[00002],Val,0,1,0.25,0,0,0,0.125",
-        "[00003],Test,,,,,,,"]
+GOOD = ["[00001],Train,0.1,0.2,0.3,0.4,0.5,0.6,0.7", "[00002],Val,0,1,0.25,0,0,0,0.125", "[00003],Test,,,,,,,"]
 
 
 def test_hume_reaction_table(tmp_path):
@@ -95,8 +101,7 @@ def test_hume_reaction_table(tmp_path):
     np.testing.assert_array_equal(table.labels.iloc[1], [0, 1, 0.25, 0, 0, 0, 0.125])
     np.testing.assert_array_equal(table.labels.iloc[2], np.zeros(7))
     assert table.valid.tolist() == [True, True, False]
-    assert table.media_path.tolist() == [str(root / "videos/part1/00001.mp4"), "",
-                                         str(root / "videos/part2/00003.mp4")]
+    assert table.media_path.tolist() == [str(root / "videos/part1/00001.mp4"), "", str(root / "videos/part2/00003.mp4")]
     assert table.attrs["input"] == "video"
 
 
@@ -110,15 +115,20 @@ def test_hume_reaction_per_split_files(tmp_path):
     assert table.labels.iloc[1].tolist() == [1, 0, 0, 0, 0, 0, 0]
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("[00004],Train,0.1,0.2,1.5,0.4,0.5,0.6,0.7",
-     ":5: expected 7 intensities Adoration,Amusement,Anxiety,Disgust,Empathic-Pain,Fear,Surprise "
-     "in [0, 1] (or all 7 empty), got '[00004],Train,0.1,0.2,1.5,0.4,0.5,0.6,0.7'"),
-    ("[00004],Train,0.1,,0.3,0.4,0.5,0.6,0.7", ":5: expected 7 intensities"),
-    ("[00004],Train,0.1,x,0.3,0.4,0.5,0.6,0.7", ":5: expected 7 intensities"),
-    ("[00004],Dev,0.1,0.2,0.3,0.4,0.5,0.6,0.7", ":5: expected Split one of Train, Val, Test, got 'Dev'"),
-    ("[00001],Val,0.1,0.2,0.3,0.4,0.5,0.6,0.7", ": File_ID [00001] is also listed in"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (
+            "[00004],Train,0.1,0.2,1.5,0.4,0.5,0.6,0.7",
+            ":5: expected 7 intensities Adoration,Amusement,Anxiety,Disgust,Empathic-Pain,Fear,Surprise "
+            "in [0, 1] (or all 7 empty), got '[00004],Train,0.1,0.2,1.5,0.4,0.5,0.6,0.7'",
+        ),
+        ("[00004],Train,0.1,,0.3,0.4,0.5,0.6,0.7", ":5: expected 7 intensities"),
+        ("[00004],Train,0.1,x,0.3,0.4,0.5,0.6,0.7", ":5: expected 7 intensities"),
+        ("[00004],Dev,0.1,0.2,0.3,0.4,0.5,0.6,0.7", ":5: expected Split one of Train, Val, Test, got 'Dev'"),
+        ("[00001],Val,0.1,0.2,0.3,0.4,0.5,0.6,0.7", ": File_ID [00001] is also listed in"),
+    ],
+)
 def test_hume_reaction_bad_lines(tmp_path, bad, message):
     root = hume_tree(tmp_path, [*GOOD, bad])
     with pytest.raises(DatasetError, match=re.escape(f"{root / 'data_info.csv'}{message}")):
@@ -127,12 +137,18 @@ def test_hume_reaction_bad_lines(tmp_path, bad, message):
 
 def test_hume_reaction_missing_column_and_missing_file(tmp_path):
     trees.write(tmp_path / "a/data_info.csv", "File_ID,Split,Adoration\n[1],Train,0.5\n")
-    with pytest.raises(DatasetError, match=re.escape(
+    with pytest.raises(
+        DatasetError,
+        match=re.escape(
             f"{tmp_path / 'a/data_info.csv'}:1: expected columns File_ID,Split,Adoration,Amusement,"
             "Anxiety,Disgust,Empathic-Pain,Fear,Surprise, missing Amusement,Anxiety,Disgust,"
-            "Empathic-Pain,Fear,Surprise")):
+            "Empathic-Pain,Fear,Surprise"
+        ),
+    ):
         load_dataset("hume_reaction", tmp_path / "a")
     (tmp_path / "b").mkdir()
-    with pytest.raises(DatasetError, match=re.escape(
-            f"{tmp_path / 'b'}: no data_info.csv (or train.csv, val.csv, test.csv) within 2 levels")):
+    with pytest.raises(
+        DatasetError,
+        match=re.escape(f"{tmp_path / 'b'}: no data_info.csv (or train.csv, val.csv, test.csv) within 2 levels"),
+    ):
         load_dataset("hume_reaction", tmp_path / "b")

@@ -19,8 +19,7 @@ def test_registry_is_one_toml_per_dataset():
         m = load_manifest(name)
         assert m.name == name and m.source.name == f"{name}.toml"
         assert m.input in ("frames", "video") and set(m.tasks) <= set(LABELS)
-    assert [load_manifest(n).input for n in DATASETS] == ["video", "frames", "video", "video",
-                                                          "frames"]
+    assert [load_manifest(n).input for n in DATASETS] == ["video", "frames", "video", "video", "frames"]
     assert load_manifest("affwild2").tasks == ("va", "expr", "au")
     synthetic, affwild2 = load_manifest("synthetic"), load_manifest("affwild2")
     assert synthetic.layout == "affwild2"
@@ -48,9 +47,13 @@ def test_unknown_dataset_lists_valid_names(tmp_path):
 
 def test_missing_root_names_it_and_the_fix(tmp_path):
     missing = tmp_path / "nowhere"
-    with pytest.raises(DatasetError, match=re.escape(
+    with pytest.raises(
+        DatasetError,
+        match=re.escape(
             f"{missing}: dataset root not found; expected the synthetic tree described in "
-            "docs/datasets.md (set DATA_ROOT); generate it with `make data DATASET=synthetic`")):
+            "docs/datasets.md (set DATA_ROOT); generate it with `make data DATASET=synthetic`"
+        ),
+    ):
         load_dataset("synthetic", missing)
     a_file = trees.write(tmp_path / "file", "x")
     with pytest.raises(DatasetError, match=re.escape(f"{a_file}: dataset root is a file, not a folder")):
@@ -60,20 +63,26 @@ def test_missing_root_names_it_and_the_fix(tmp_path):
 GOOD = 'name = "x"\nlayout = "afew"\ninput = "video"\ndescription = "d"\ntasks = ["clip"]\n[paths]\n'
 
 
-@pytest.mark.parametrize("text, message", [
-    (GOOD.replace('input = "video"', 'input = "frame"'),
-     ":3: expected input one of frames, video, got 'frame'"),
-    (GOOD.replace('layout = "afew"', 'layout = "emotiw"'),
-     ":2: expected layout one of affwild2, afew, hume_reaction, recola, got 'emotiw'"),
-    (GOOD.replace('tasks = ["clip"]', 'tasks = ["valence"]'),
-     ":5: expected tasks a non-empty list of va, expr, au, eri, clip, got ['valence']"),
-    (GOOD.replace('name = "x"', 'name = "y"'), ":1: expected name = 'x' (the file name), got 'y'"),
-    (GOOD + "[option]\n", ":7: expected one of the keys name, layout, input"),
-    (GOOD.replace('tasks = ["clip"]', 'tasks = "clip"'), ":5: expected tasks to be a list, got str"),
-    (GOOD.replace('description = "d"\n', ""), ": expected a 'description' key"),
-    (GOOD.replace('input = "video"', 'input = video'), ": invalid TOML: Invalid value (at line 3"),
-    ('base = "nope"\n' + GOOD, ":1: expected the name of another manifest"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD.replace('input = "video"', 'input = "frame"'), ":3: expected input one of frames, video, got 'frame'"),
+        (
+            GOOD.replace('layout = "afew"', 'layout = "emotiw"'),
+            ":2: expected layout one of affwild2, afew, hume_reaction, recola, got 'emotiw'",
+        ),
+        (
+            GOOD.replace('tasks = ["clip"]', 'tasks = ["valence"]'),
+            ":5: expected tasks a non-empty list of va, expr, au, eri, clip, got ['valence']",
+        ),
+        (GOOD.replace('name = "x"', 'name = "y"'), ":1: expected name = 'x' (the file name), got 'y'"),
+        (GOOD + "[option]\n", ":7: expected one of the keys name, layout, input"),
+        (GOOD.replace('tasks = ["clip"]', 'tasks = "clip"'), ":5: expected tasks to be a list, got str"),
+        (GOOD.replace('description = "d"\n', ""), ": expected a 'description' key"),
+        (GOOD.replace('input = "video"', "input = video"), ": invalid TOML: Invalid value (at line 3"),
+        ('base = "nope"\n' + GOOD, ":1: expected the name of another manifest"),
+    ],
+)
 def test_malformed_manifest_names_file_and_line(tmp_path, text, message):
     path = trees.write(tmp_path / "x.toml", text)
     with pytest.raises(DatasetError, match=re.escape(f"{path}{message}")):
@@ -83,8 +92,9 @@ def test_malformed_manifest_names_file_and_line(tmp_path, text, message):
 def test_layout_option_missing_is_named(tmp_path):
     path = trees.write(tmp_path / "x.toml", GOOD)
     manifest = read_manifest(path)
-    with pytest.raises(DatasetError, match=re.escape(
-            f"{path}: [options] lacks 'split_folders', which the afew layout needs")):
+    with pytest.raises(
+        DatasetError, match=re.escape(f"{path}: [options] lacks 'split_folders', which the afew layout needs")
+    ):
         manifest.option("split_folders")
     assert manifest.option("test_folder", "") == ""
 
@@ -92,9 +102,13 @@ def test_layout_option_missing_is_named(tmp_path):
 def test_every_manifest_split_is_a_schema_split():
     for name in DATASETS:
         options = load_manifest(name).options
-        values = [*options.get("split_folders", {}).values(), *options.get("split_values", {}).values(),
-                  *options.get("split_files", {}).values(), *options.get("splits", {}),
-                  *options.get("split_prefixes", {}).values()]
+        values = [
+            *options.get("split_folders", {}).values(),
+            *options.get("split_values", {}).values(),
+            *options.get("split_files", {}).values(),
+            *options.get("splits", {}),
+            *options.get("split_prefixes", {}).values(),
+        ]
         assert values and set(values) <= set(SPLITS), name
 
 
@@ -105,14 +119,23 @@ def test_cli_summary(tmp_path, capsys):
     assert "samples: 3 from 2 videos and 3 subjects; 2 with a frames folder, 3 with a media file" in out
     lines = out.splitlines()
     counts = lines.index("samples per split:")
-    assert [line.split() for line in lines[counts + 1:counts + 6]] == [
-        ["split", "train", "validation"], ["task"], ["va", "1", "1"], ["expr", "2", "0"],
-        ["au", "0", "1"]]
+    assert [line.split() for line in lines[counts + 1 : counts + 6]] == [
+        ["split", "train", "validation"],
+        ["task"],
+        ["va", "1", "1"],
+        ["expr", "2", "0"],
+        ["au", "0", "1"],
+    ]
     frac = lines.index("valid-label fraction:")
-    assert [line.split() for line in lines[frac + 3:frac + 6]] == [
-        ["va", "0.750", "1.0"], ["expr", "0.875", "-"], ["au", "-", "0.5"]]
-    assert ("  expr (valid labels per class): Neutral 1, Anger 0, Disgust 0, Fear 1, Happiness 2, "
-            "Sadness 1, Surprise 1, Other 1") in lines
+    assert [line.split() for line in lines[frac + 3 : frac + 6]] == [
+        ["va", "0.750", "1.0"],
+        ["expr", "0.875", "-"],
+        ["au", "-", "0.5"],
+    ]
+    assert (
+        "  expr (valid labels per class): Neutral 1, Anger 0, Disgust 0, Fear 1, Happiness 2, "
+        "Sadness 1, Surprise 1, Other 1"
+    ) in lines
     assert any(line.startswith("  au (positive rate): AU1 100.0%, AU2 0.0%") for line in lines)
 
 

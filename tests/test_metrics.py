@@ -57,8 +57,12 @@ def test_f1_macro_by_hand():
 
 
 def _base(n, face=None, valid=None):
-    return {"sample_id": ["a"] * n, "frame_index": np.arange(1, n + 1),
-            "face": np.ones(n, int) if face is None else face, "valid": np.ones(n, int) if valid is None else valid}
+    return {
+        "sample_id": ["a"] * n,
+        "frame_index": np.arange(1, n + 1),
+        "face": np.ones(n, int) if face is None else face,
+        "valid": np.ones(n, int) if valid is None else valid,
+    }
 
 
 def test_va_metrics_ignore_rows_without_face_or_label():
@@ -69,8 +73,9 @@ def test_va_metrics_ignore_rows_without_face_or_label():
     valid = np.ones(40, int)
     face[:5] = 0
     valid[5:10] = 0
-    df = pd.DataFrame({**_base(40, face, valid), "true_valence": v, "true_arousal": a,
-                       "pred_valence": pv, "pred_arousal": pa})
+    df = pd.DataFrame(
+        {**_base(40, face, valid), "true_valence": v, "true_arousal": a, "pred_valence": pv, "pred_arousal": pa}
+    )
     m = TASKS["va"].metrics(df, model="gru")
     keep = slice(10, 40)
     assert m["ccc_valence"] == pytest.approx(_ccc_numpy(v[keep], pv[keep]))
@@ -87,8 +92,9 @@ def test_expr_metrics_keys_and_values():
     true = np.array([0, 0, 1, 1, 2, 4])
     pred = np.array([0, 1, 1, 0, 2, 7])
     probs = np.eye(8)[pred]
-    df = pd.DataFrame({**_base(6), "true": true, "pred": pred,
-                       **{f"prob_{c}": probs[:, k] for k, c in enumerate(EXPR_CLASSES)}})
+    df = pd.DataFrame(
+        {**_base(6), "true": true, "pred": pred, **{f"prob_{c}": probs[:, k] for k, c in enumerate(EXPR_CLASSES)}}
+    )
     assert list(df.columns[4:]) == TASKS["expr"].column_names()
     m = TASKS["expr"].metrics(df)
     assert m["accuracy"] == pytest.approx(3 / 6)
@@ -106,9 +112,11 @@ def test_au_metrics():
     true[:4, 0] = 1
     pred[:2, 0] = 1  # AU1: tp 2, fn 2 -> F1 2/3
     true[:, 1] = pred[:, 1] = 1  # AU2 perfect
-    cols = {**{f"true_{a}": true[:, k] for k, a in enumerate(AU_NAMES)},
-            **{f"prob_{a}": pred[:, k] * 0.9 for k, a in enumerate(AU_NAMES)},
-            **{f"pred_{a}": pred[:, k] for k, a in enumerate(AU_NAMES)}}
+    cols = {
+        **{f"true_{a}": true[:, k] for k, a in enumerate(AU_NAMES)},
+        **{f"prob_{a}": pred[:, k] * 0.9 for k, a in enumerate(AU_NAMES)},
+        **{f"pred_{a}": pred[:, k] for k, a in enumerate(AU_NAMES)},
+    }
     m = TASKS["au"].metrics(pd.DataFrame({**_base(n), **cols}))
     assert m["f1_AU1"] == pytest.approx(2 / 3) and m["f1_AU2"] == pytest.approx(1.0)
     assert m["f1_AU4"] == 0.0
@@ -120,8 +128,10 @@ def test_eri_metrics_and_json_safe():
     true = rng.random((10, 7))
     pred = true.copy()
     pred[:, 1] = 0.5  # constant prediction: Pearson undefined
-    cols = {**{f"true_{e}": true[:, k] for k, e in enumerate(ERI_NAMES)},
-            **{f"pred_{e}": pred[:, k] for k, e in enumerate(ERI_NAMES)}}
+    cols = {
+        **{f"true_{e}": true[:, k] for k, e in enumerate(ERI_NAMES)},
+        **{f"pred_{e}": pred[:, k] for k, e in enumerate(ERI_NAMES)},
+    }
     df = pd.DataFrame({**_base(10), **cols})
     df["frame_index"] = 0
     m = TASKS["eri"].metrics(df)

@@ -86,7 +86,8 @@ def test_cli_writes_abaw_expr_for_every_frame(expr_disk, capsys):
     assert [int(r[1]) for r in rows] == val["pred"].tolist()
     per_video = pd.read_csv(out / "per_video" / "vid4.csv")
     assert list(per_video.columns) == ["frame_index", "image_location", "face", "filled", "class", "class_name"] + [
-        f"prob_{c}" for c in EXPR_CLASSES]
+        f"prob_{c}" for c in EXPR_CLASSES
+    ]
     assert per_video["face"].tolist() == cached["vid4"].face_mask.astype(int).tolist()
     assert per_video["class_name"].tolist() == [EXPR_CLASSES[c] for c in per_video["class"]]
     np.testing.assert_allclose(per_video[[f"prob_{c}" for c in EXPR_CLASSES]].sum(axis=1), 1.0, atol=1e-4)
@@ -162,8 +163,9 @@ def test_fill_nearest_ties_and_faceless_videos():
     # the second video has no face and keeps its own outputs
     assert out.ravel().tolist() == [10, 10, 10, 40, 40, 50, 60, 70]
     assert filled.tolist() == [True, False, True, True, False, False, False, False]
-    out, _ = fill_nearest(np.array([[1.], [2.], [3.]]), np.array([1, 0, 1], bool), np.array([1, 2, 3]),
-                          np.array([0, 3]))
+    out, _ = fill_nearest(
+        np.array([[1.0], [2.0], [3.0]]), np.array([1, 0, 1], bool), np.array([1, 2, 3]), np.array([0, 3])
+    )
     assert out.ravel().tolist() == [1, 1, 3]  # a tie takes the earlier frame
 
 
@@ -172,8 +174,11 @@ def test_errors_name_the_problem_and_the_fix(expr_disk, va_frame, tmp_path):
     runs = tmp / "runs"
     with pytest.raises(ValueError, match="unknown split 'dev'; choose one of: train, validation, test"):
         predict_run(run.name, "dev", runs_dir=runs)
-    with pytest.raises(ValueError, match=r"has no 'test' samples for task 'expr' \(splits with them: train, "
-                                         r"validation\); choose SPLIT among those"):
+    with pytest.raises(
+        ValueError,
+        match=r"has no 'test' samples for task 'expr' \(splits with them: train, "
+        r"validation\); choose SPLIT among those",
+    ):
         predict_run(run.name, "test", runs_dir=runs)
     with pytest.raises(ValueError, match="unknown --no-face policy 'skip'; choose one of: auto, model, nearest"):
         predict_run(run.name, "validation", runs_dir=runs, no_face="skip")
@@ -182,12 +187,18 @@ def test_errors_name_the_problem_and_the_fix(expr_disk, va_frame, tmp_path):
 
     vtmp, vrun, _, table = va_frame
     ghost = table[(table.sample_id == "v4")].assign(sample_id="ghost")
-    with pytest.raises(ValueError, match=r"1 of 3 'validation' samples are not in the cache \(e.g. 'ghost'\); "
-                                         r"run `make extract`"):
+    with pytest.raises(
+        ValueError,
+        match=r"1 of 3 'validation' samples are not in the cache \(e.g. 'ghost'\); "
+        r"run `make extract`",
+    ):
         predict_run(vrun.name, "validation", runs_dir=vtmp / "runs", table=pd.concat([table, ghost]))
     other = write_cache(tmp_path / "other", {"v3": (np.zeros((5, 4)), np.arange(1, 6), np.ones(5, bool))}, 4)
-    with pytest.raises(ValueError, match=rf"{other}: embedding_dim is 4 but the run was trained on 8 .*"
-                                         r"point CACHE_DIR at the cache the run used"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{other}: embedding_dim is 4 but the run was trained on 8 .*"
+        r"point CACHE_DIR at the cache the run used",
+    ):
         predict_run(vrun.name, "validation", runs_dir=vtmp / "runs", table=table, cache_dir=str(tmp_path / "other"))
     copy = tmp_path / "runs" / "copy"
     shutil.copytree(vrun, copy, ignore=shutil.ignore_patterns("model.keras", "predictions_*"))

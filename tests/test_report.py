@@ -27,9 +27,19 @@ from train.run import run_training
 pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-EXTRACT_SUMMARY = {"frames": 1234, "faces": 1080, "face_hit_rate": 0.8752, "seconds": 3.84, "frames_per_s": 321.5,
-                   "done": 5, "failed": [], "backbone": "fer", "backend": "tensorflow", "mode": "frames",
-                   "config": {"dataset": "synthetic"}}
+EXTRACT_SUMMARY = {
+    "frames": 1234,
+    "faces": 1080,
+    "face_hit_rate": 0.8752,
+    "seconds": 3.84,
+    "frames_per_s": 321.5,
+    "done": 5,
+    "failed": [],
+    "backbone": "fer",
+    "backend": "tensorflow",
+    "mode": "frames",
+    "config": {"dataset": "synthetic"},
+}
 
 
 class PageParser(HTMLParser):
@@ -71,8 +81,16 @@ def _series(rng, n, noise):
     return true, np.clip(true + rng.normal(0, noise, n), -1, 1)
 
 
-def hand_run(runs: Path, task: str, model: str, noise: float, seed: int = 0, rebalance: str = "none",
-             cache: str = "", epochs: int = 4) -> Path:
+def hand_run(
+    runs: Path,
+    task: str,
+    model: str,
+    noise: float,
+    seed: int = 0,
+    rebalance: str = "none",
+    cache: str = "",
+    epochs: int = 4,
+) -> Path:
     """A run folder with every file of docs/run_format.md (model.keras aside: the report never reads it),
     predictions whose quality falls with ``noise`` and metrics computed from them by the task entry."""
     rng = np.random.default_rng(seed * 100 + int(noise * 1000))
@@ -83,8 +101,12 @@ def hand_run(runs: Path, task: str, model: str, noise: float, seed: int = 0, reb
     frames = []
     for vid in ("vidA", "vidB_left"):
         n = 90
-        base = {"sample_id": vid, "frame_index": np.arange(1, n + 1),
-                "face": (np.arange(n) % 17 != 5).astype(int), "valid": (np.arange(n) % 23 != 7).astype(int)}
+        base = {
+            "sample_id": vid,
+            "frame_index": np.arange(1, n + 1),
+            "face": (np.arange(n) % 17 != 5).astype(int),
+            "valid": (np.arange(n) % 23 != 7).astype(int),
+        }
         if task == "va":
             tv, pv = _series(rng, n, noise)
             ta, pa = _series(rng, n, noise)
@@ -98,9 +120,11 @@ def hand_run(runs: Path, task: str, model: str, noise: float, seed: int = 0, reb
         else:
             true = (rng.random((n, len(names))) < 0.3).astype(int)
             pred = np.where(rng.random((n, len(names))) < 1 - noise, true, 1 - true)
-            cols = {**{f"true_{c}": true[:, k] for k, c in enumerate(names)},
-                    **{f"prob_{c}": pred[:, k] * 0.8 + 0.1 for k, c in enumerate(names)},
-                    **{f"pred_{c}": pred[:, k] for k, c in enumerate(names)}}
+            cols = {
+                **{f"true_{c}": true[:, k] for k, c in enumerate(names)},
+                **{f"prob_{c}": pred[:, k] * 0.8 + 0.1 for k, c in enumerate(names)},
+                **{f"pred_{c}": pred[:, k] for k, c in enumerate(names)},
+            }
         frames.append(pd.DataFrame({**base, **cols}))
     pred = pd.concat(frames, ignore_index=True)
     assert list(pred.columns)[4:] == TASKS[task].column_names()
@@ -108,20 +132,40 @@ def hand_run(runs: Path, task: str, model: str, noise: float, seed: int = 0, reb
     monitor = TASKS[task].monitor
     metrics = TASKS[task].metrics(pred, model)
     curve = np.linspace(0.1, metrics[monitor], epochs)
-    pd.DataFrame({"epoch": range(epochs), "loss": np.linspace(1.0, 0.4, epochs), f"val_{monitor}": curve,
-                  "val_loss": np.linspace(1.1, 0.6, epochs)}).to_csv(run_dir / "history.csv", index=False)
+    pd.DataFrame(
+        {
+            "epoch": range(epochs),
+            "loss": np.linspace(1.0, 0.4, epochs),
+            f"val_{monitor}": curve,
+            "val_loss": np.linspace(1.1, 0.6, epochs),
+        }
+    ).to_csv(run_dir / "history.csv", index=False)
     metrics.update(epochs_run=epochs, best_epoch=epochs - 1)
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     spec = TASKS[task]
-    labels = (rng.uniform(-1, 1, (300, 2)) if task == "va" else rng.integers(0, 8, (300, 1)) if task == "expr"
-              else (rng.random((300, len(names))) < 0.3).astype(float))
+    labels = (
+        rng.uniform(-1, 1, (300, 2))
+        if task == "va"
+        else rng.integers(0, 8, (300, 1))
+        if task == "expr"
+        else (rng.random((300, len(names))) < 0.3).astype(float)
+    )
     keep = rng.random(300) < (0.5 if rebalance != "none" else 1.0)
-    dist = {"rebalance": rebalance, "unit": "frames",
-            "before": spec.label_distribution(labels, np.ones(300, bool), 10),
-            "after": spec.label_distribution(labels, keep, 10)}
+    dist = {
+        "rebalance": rebalance,
+        "unit": "frames",
+        "before": spec.label_distribution(labels, np.ones(300, bool), 10),
+        "after": spec.label_distribution(labels, keep, 10),
+    }
     (run_dir / "label_distribution.json").write_text(json.dumps(dist))
-    config = {**dataclasses.asdict(cfg), "keras_version": "3", "backend": "tensorflow", "cache": cache,
-              "cache_meta": {"backbone": "fer"}, "data": {"split": "official"}}
+    config = {
+        **dataclasses.asdict(cfg),
+        "keras_version": "3",
+        "backend": "tensorflow",
+        "cache": cache,
+        "cache_meta": {"backbone": "fer"},
+        "data": {"split": "official"},
+    }
     (run_dir / "config.json").write_text(json.dumps(config))
     (run_dir / "logs").mkdir()
     return run_dir
@@ -134,9 +178,23 @@ def runs(tmp_path_factory):
     runs = tmp / "runs"
     cache, table = random_dataset(tmp / "cache", "expr", n_videos=4, n_val=2)
     summary_path(cache).write_text(json.dumps(EXTRACT_SUMMARY))
-    real = run_training(TrainConfig(cache_dir=str(tmp / "cache"), runs_dir=str(runs), task="expr", model="gru",
-                                    seq_len=16, stride=8, epochs=2, batch_size=8, layers=1, units=8,
-                                    jit_compile="off", verbose=0), table=table)
+    real = run_training(
+        TrainConfig(
+            cache_dir=str(tmp / "cache"),
+            runs_dir=str(runs),
+            task="expr",
+            model="gru",
+            seq_len=16,
+            stride=8,
+            epochs=2,
+            batch_size=8,
+            layers=1,
+            units=8,
+            jit_compile="off",
+            verbose=0,
+        ),
+        table=table,
+    )
     built = {
         "va_gru": hand_run(runs, "va", "gru", 0.1, cache=str(cache)),
         "va_gru_s1": hand_run(runs, "va", "gru", 0.3, seed=1, cache=str(cache)),
@@ -215,8 +273,9 @@ def test_best_per_task_is_marked(runs, report):
     for key in va:
         cls, cells = by_run[built[key].name]
         assert (cls == "bestrun") == (key == best_va)
-    header = next(cells for cls, cells in page.rows if cells and cells[0][1] == "run" and "ccc_mean" in
-                  [c[1] for c in cells])
+    header = next(
+        cells for cls, cells in page.rows if cells and cells[0][1] == "run" and "ccc_mean" in [c[1] for c in cells]
+    )
     col = [c[1] for c in header].index("ccc_mean")
     best_cell = by_run[built["va_gru"].name][1][col]
     assert best_cell == ["best", f"{_score(built['va_gru'], 'ccc_mean'):.3f}"]
@@ -244,8 +303,9 @@ def test_temporal_models_beside_baselines(runs, report):
     assert gru["mean"] == pytest.approx(np.mean(scores)) and gru["std"] == pytest.approx(np.std(scores, ddof=1))
     assert gru["delta"] == pytest.approx(np.mean(scores) - frame)
     lstm = va[va.model == "lstm"].iloc[0]
-    assert lstm["rebalance"] == "va-hist" and lstm["delta"] == pytest.approx(_score(built["va_lstm_hist"],
-                                                                                     "ccc_mean") - frame)
+    assert lstm["rebalance"] == "va-hist" and lstm["delta"] == pytest.approx(
+        _score(built["va_lstm_hist"], "ccc_mean") - frame
+    )
     key_au, au = tables["au"]
     assert key_au["baseline"] is None and math.isnan(au["delta"].iloc[0])
     md = report[1]["markdown"].read_text()
@@ -272,8 +332,17 @@ def test_extraction_summary_of_each_cache(runs, report):
 
 def test_runs_table_columns(runs):
     table, best = runs_table(collect_runs(runs[0]))
-    assert list(table.columns[:9]) == ["run", "dataset", "backbone", "model", "task", "rebalance", "seed",
-                                       "epochs", "n_frames"]
+    assert list(table.columns[:9]) == [
+        "run",
+        "dataset",
+        "backbone",
+        "model",
+        "task",
+        "rebalance",
+        "seed",
+        "epochs",
+        "n_frames",
+    ]
     assert {"ccc_mean", "f1_macro", "accuracy", "au_f1_mean"} <= set(table.columns)
     real = table[table.run.str.contains("expr-gru")].iloc[0]
     assert real["epochs"].startswith("2/2") and math.isnan(real["ccc_mean"])

@@ -42,8 +42,11 @@ def _labels(root: Path, challenge: str, split: str, sample: str) -> np.ndarray |
 
 def _files(root: Path) -> dict[str, str]:
     """Relative path -> md5 of every file the generator wrote except its run-specific notes."""
-    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in (STAMP, "README.txt")}
+    return {
+        str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in (STAMP, "README.txt")
+    }
 
 
 def _table(root: Path) -> pd.DataFrame:
@@ -53,11 +56,16 @@ def _table(root: Path) -> pd.DataFrame:
 def test_layout_headers_and_frame_names(tree):
     root, summary = tree
     assert sorted(p.name for p in root.iterdir()) == [
-        STAMP, "README.txt", "annotations", "cropped_aligned", "subjects.csv", "videos"]
+        STAMP,
+        "README.txt",
+        "annotations",
+        "cropped_aligned",
+        "subjects.csv",
+        "videos",
+    ]
     assert sorted(p.name for p in (root / "annotations").iterdir()) == sorted(HEADERS)
     for challenge, header in HEADERS.items():
-        assert sorted(p.name for p in (root / "annotations" / challenge).iterdir()) == [
-            "Train_Set", "Validation_Set"]
+        assert sorted(p.name for p in (root / "annotations" / challenge).iterdir()) == ["Train_Set", "Validation_Set"]
         for path in (root / "annotations" / challenge).rglob("*.txt"):
             assert path.read_text().splitlines()[0] == header, path
     table = _table(root)
@@ -123,8 +131,9 @@ def test_every_class_in_both_splits_with_affwild2_like_imbalance(tree):
         seen = set()
         for s in summary["samples"]:
             if s["split"] == split:
-                seen |= set(_labels(root, "EXPR_Classification_Challenge", split,
-                                    s["sample_id"])[:, 0].astype(int).tolist())
+                seen |= set(
+                    _labels(root, "EXPR_Classification_Challenge", split, s["sample_id"])[:, 0].astype(int).tolist()
+                )
         assert set(range(8)) <= seen, split
         assert all(summary["expr_counts"][split][c] > 0 for c in EXPR_CLASSES)
     # The default size, from the same functions generate() writes with (no drawing needed).
@@ -206,8 +215,10 @@ def test_two_subject_video_and_blazeface_finds_the_raw_faces(tree):
                 if not ok:
                     break
                 found = detector.process(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)).detections or []
-                centres = [d.location_data.relative_bounding_box.xmin
-                           + d.location_data.relative_bounding_box.width / 2 for d in found]
+                centres = [
+                    d.location_data.relative_bounding_box.xmin + d.location_data.relative_bounding_box.width / 2
+                    for d in found
+                ]
                 present = 0
                 for sample, side in zip(rows.sample_id, rows.side):
                     if not (root / "cropped_aligned" / sample / f"{t:05d}.jpg").exists():
@@ -244,8 +255,9 @@ def test_happiness_apex_differs_from_neutral_around_the_mouth(tree):
         au = _labels(root, "AU_Detection_Challenge", s["split"], s["sample_id"])
         if au is None:
             continue
-        has = np.array([(root / "cropped_aligned" / s["sample_id"] / f"{t:05d}.jpg").exists()
-                        for t in range(1, len(expr) + 1)])
+        has = np.array(
+            [(root / "cropped_aligned" / s["sample_id"] / f"{t:05d}.jpg").exists() for t in range(1, len(expr) + 1)]
+        )
         happy = np.flatnonzero((expr == 4) & (au[:, AU_NAMES.index("AU12")] == 1) & has)
         calm = np.flatnonzero((expr == 0) & (au == 0).all(axis=1) & has)
         if best is None or min(len(happy), len(calm)) > min(len(best[1]), len(best[2])):
@@ -254,8 +266,7 @@ def test_happiness_apex_differs_from_neutral_around_the_mouth(tree):
     assert len(happy) >= 3 and len(calm) >= 6
 
     def median(frames):
-        imgs = [cv2.imread(str(root / "cropped_aligned" / sample / f"{t + 1:05d}.jpg"), 0)
-                for t in frames]
+        imgs = [cv2.imread(str(root / "cropped_aligned" / sample / f"{t + 1:05d}.jpg"), 0) for t in frames]
         # Normalised for brightness: light drifts between the two moments.
         return np.median([128 * im / im.mean() for im in np.float32(imgs)], axis=0)
 
@@ -282,8 +293,22 @@ def test_stamp_makes_generation_idempotent_and_another_seed_differs(tmp_path):
     stamp = json.loads((out / STAMP).read_text())
     assert stamp["version"] == VERSION and stamp["params"]["seed"] == 1
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-    again = main(["--out", str(out), "--seed", "1", "--clips", "3", "--min-frames", "20",
-                  "--max-frames", "24", "--raw-videos", "0"])
+    again = main(
+        [
+            "--out",
+            str(out),
+            "--seed",
+            "1",
+            "--clips",
+            "3",
+            "--min-frames",
+            "20",
+            "--max-frames",
+            "24",
+            "--raw-videos",
+            "0",
+        ]
+    )
     assert again["skipped"] and again["n_frames"] == first["n_frames"]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == mtimes
     (tmp_path / "data" / ".synthetic.partial").mkdir()  # left by a run that was killed

@@ -19,10 +19,18 @@ pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'`
 
 LEVELS = ("low", "mid", "high")
 TOY = TaskSpec(
-    name="toy_arousal_level", labels=LabelSpec(LEVELS, "class", -1), activation="softmax",
-    loss=lambda cfg: "MaskedSparseCELoss", monitor="f1_macro", headline=("f1_macro", "accuracy"),
-    score=kinds.class_scores, grouping=kinds.BY_CLASS, submission=True, plots=("confusion",),
-    description="three arousal levels per frame (a toy task registered by a test)")
+    name="toy_arousal_level",
+    labels=LabelSpec(LEVELS, "class", -1),
+    activation="softmax",
+    loss=lambda cfg: "MaskedSparseCELoss",
+    monitor="f1_macro",
+    headline=("f1_macro", "accuracy"),
+    score=kinds.class_scores,
+    grouping=kinds.BY_CLASS,
+    submission=True,
+    plots=("confusion",),
+    description="three arousal levels per frame (a toy task registered by a test)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +57,18 @@ def toy_run(toy_task, tmp_path_factory):
         rows.append(row(f"v{i}", toy_task.name, "validation" if i >= 4 else "train", level, np.ones(t, bool), frames))
     write_cache(tmp / "cache", videos, 6)
     tbl = table(rows)
-    cfg = TrainConfig(task=toy_task.name, cache_dir=str(tmp / "cache"), runs_dir=str(tmp / "runs"), seq_len=16,
-                      epochs=4, batch_size=8, layers=1, units=16, jit_compile="off", verbose=0)
+    cfg = TrainConfig(
+        task=toy_task.name,
+        cache_dir=str(tmp / "cache"),
+        runs_dir=str(tmp / "runs"),
+        seq_len=16,
+        epochs=4,
+        batch_size=8,
+        layers=1,
+        units=16,
+        jit_compile="off",
+        verbose=0,
+    )
     return tmp, run_training(cfg, table=tbl), tbl
 
 
@@ -80,7 +98,12 @@ def test_official_entries_layouts():
     assert au[0] == "true_AU1" and au[12] == "prob_AU1" and au[24] == "pred_AU1" and len(au) == 36
     assert [n for n, t in TASKS.items() if t.submission] == ["va", "expr", "au"]
     assert {n: t.monitor for n, t in TASKS.items()} == {
-        "va": "ccc_mean", "expr": "f1_macro", "au": "au_f1_mean", "clip": "f1_macro", "eri": "pearson_mean"}
+        "va": "ccc_mean",
+        "expr": "f1_macro",
+        "au": "au_f1_mean",
+        "clip": "f1_macro",
+        "eri": "pearson_mean",
+    }
 
 
 def test_threshold_lives_on_the_entry():

@@ -138,7 +138,7 @@ def test_batches_shapes_and_seeded_shuffle(tmp_path):
 
 def test_clip_windows_carry_the_clip_label(tmp_path):
     split = _split(tmp_path, "clip", n_videos=3, n_val=0)
-    split.face[split.offsets[0]:split.offsets[0] + 16] = False
+    split.face[split.offsets[0] : split.offsets[0] + 16] = False
     sample, start = train_windows(split, 16, 16)
     assert not np.any((sample == 0) & (start == 0))  # a window without a face says nothing
     x, y = WindowDataset(split, sample, start, 16, 64)[0]
@@ -150,7 +150,14 @@ def test_clip_windows_carry_the_clip_label(tmp_path):
 def test_tiling_owns_each_frame_once():
     sample, start, own = tiling_windows(np.array([10, 4, 8, 0]), 4)
     assert list(zip(sample.tolist(), start.tolist(), own.tolist())) == [
-        (0, 0, 0), (0, 4, 0), (0, 6, 2), (1, 0, 0), (2, 0, 0), (2, 4, 0), (3, 0, 0)]
+        (0, 0, 0),
+        (0, 4, 0),
+        (0, 6, 2),
+        (1, 0, 0),
+        (2, 0, 0),
+        (2, 4, 0),
+        (3, 0, 0),
+    ]
 
 
 def _position_model(dim):
@@ -168,22 +175,43 @@ def test_validation_predictions_tile_every_frame(tmp_path):
         emb = np.stack([frames / 1000, np.full(t, i), np.zeros(t)], axis=1)
         videos[f"v{i}"] = (emb, frames, np.ones(t, bool))
     path = write_cache(tmp_path, videos, dim)
-    rows = table([row(f"v{i}", "va", "validation", np.zeros((t, 2), np.float32), np.ones(t, bool),
-                      np.arange(100 * i + 1, 100 * i + 1 + t)) for i, t in enumerate(lengths)])
+    rows = table(
+        [
+            row(
+                f"v{i}",
+                "va",
+                "validation",
+                np.zeros((t, 2), np.float32),
+                np.ones(t, bool),
+                np.arange(100 * i + 1, 100 * i + 1 + t),
+            )
+            for i, t in enumerate(lengths)
+        ]
+    )
     split, _ = load_split(CacheReader(path), rows, TASKS["va"])
     pred = predict_split(_position_model(dim), split, seq_len=16, batch_size=4)
     assert pred.shape == (sum(lengths), 3)
     np.testing.assert_allclose(pred[:, 0], split.frame_index / 1000, rtol=1e-3)
     tab = predictions_table(split, pred[:, :2])
-    assert list(tab.columns) == ["sample_id", "frame_index", "face", "valid", "true_valence", "true_arousal",
-                                 "pred_valence", "pred_arousal"]
+    assert list(tab.columns) == [
+        "sample_id",
+        "frame_index",
+        "face",
+        "valid",
+        "true_valence",
+        "true_arousal",
+        "pred_valence",
+        "pred_arousal",
+    ]
     assert len(tab) == 106 and tab.groupby("sample_id").size().to_dict() == {"v0": 37, "v1": 5, "v2": 64}
     assert not tab.duplicated(["sample_id", "frame_index"]).any()
 
 
 def test_official_and_subject_independent_splits():
-    rows = table([row(f"v{i}", "expr", "train", [], [], [], subject=f"s{i % 4}") for i in range(12)]
-                 + [row("w", "expr", "validation", [], [], [])])
+    rows = table(
+        [row(f"v{i}", "expr", "train", [], [], [], subject=f"s{i % 4}") for i in range(12)]
+        + [row("w", "expr", "validation", [], [], [])]
+    )
     train, val, how = choose_splits(rows, seed=0, val_fraction=0.25)
     assert how == "official" and val["sample_id"].tolist() == ["w"] and len(train) == 12
     no_val = rows[rows["split"] == "train"]

@@ -125,8 +125,9 @@ def test_registries_list_valid_names():
 
 
 def _y(labels, mask):
-    return np.concatenate([np.asarray(labels, np.float32).reshape(len(mask), -1),
-                           np.asarray(mask, np.float32)[:, None]], axis=1)
+    return np.concatenate(
+        [np.asarray(labels, np.float32).reshape(len(mask), -1), np.asarray(mask, np.float32)[:, None]], axis=1
+    )
 
 
 def test_ccc_loss_is_one_minus_ccc_on_masked_frames():
@@ -140,8 +141,9 @@ def test_ccc_loss_is_one_minus_ccc_on_masked_frames():
     pred2 = pred.copy()
     pred2[~mask] = 9.0  # masked frames do not count
     assert float(MaskedCCCLoss()(_y(labels, mask)[None], pred2[None])) == pytest.approx(loss, abs=1e-6)
-    assert float(MaskedCCCLoss()(_y(labels, np.ones(50))[None], labels[None].astype(np.float32))) \
-        == pytest.approx(0.0, abs=1e-5)
+    assert float(MaskedCCCLoss()(_y(labels, np.ones(50))[None], labels[None].astype(np.float32))) == pytest.approx(
+        0.0, abs=1e-5
+    )
 
 
 def test_masked_ce_and_bce_match_numpy():

@@ -106,15 +106,17 @@ def test_apply_rebalance_reports_before_and_after():
 
 def test_va_hist_needs_va():
     with pytest.raises(ConfigError, match="--rebalance va-hist works on valence/arousal labels"):
-        apply_rebalance(TrainConfig(task="expr", rebalance="va-hist"), TASKS["expr"],
-                        np.zeros((3, 1), np.float32), np.ones(3, bool))
+        apply_rebalance(
+            TrainConfig(task="expr", rebalance="va-hist"), TASKS["expr"], np.zeros((3, 1), np.float32), np.ones(3, bool)
+        )
 
 
 def test_va_distribution_has_histogram():
     rng = np.random.default_rng(0)
     y = rng.uniform(-1, 1, size=(500, 2)).astype(np.float32)
-    keep, dist = apply_rebalance(TrainConfig(task="va", rebalance="va-hist", va_bins=10), TASKS["va"], y,
-                                 np.ones(500, bool))
+    keep, dist = apply_rebalance(
+        TrainConfig(task="va", rebalance="va-hist", va_bins=10), TASKS["va"], y, np.ones(500, bool)
+    )
     hist = dist["before"]["histogram"]
     assert len(hist["edges"]) == 11 and np.sum(hist["counts"]) == 500
     assert np.sum(dist["after"]["histogram"]["counts"]) == keep.sum() == dist["after"]["units"]

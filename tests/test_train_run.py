@@ -47,13 +47,19 @@ def test_run_folder_contract(expr_run, expr_data):
     tmp, tab = expr_data
     assert expr_run.parent == tmp / "runs" and expr_run.name.startswith("synthetic-fer-expr-gru-none-s0-")
     assert sorted(p.name for p in expr_run.iterdir()) == [
-        "config.json", "history.csv", "label_distribution.json", "logs", "metrics.json", "model.keras",
-        "predictions_validation.csv"]
+        "config.json",
+        "history.csv",
+        "label_distribution.json",
+        "logs",
+        "metrics.json",
+        "model.keras",
+        "predictions_validation.csv",
+    ]
     assert any(p.is_file() for p in (expr_run / "logs").rglob("*"))
 
     config = json.loads((expr_run / "config.json").read_text())
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
-    assert list(config)[:len(fields)] == fields
+    assert list(config)[: len(fields)] == fields
     assert config["data_root"] == "data/synthetic" and config["stride"] == 8
     assert config["backend"] == keras.backend.backend() and config["keras_version"] == keras.__version__
     assert config["cache"].endswith("synthetic/fer.h5") and config["cache_meta"]["embedding_dim"] == 8
@@ -64,7 +70,8 @@ def test_run_folder_contract(expr_run, expr_data):
 
     pred = pd.read_csv(expr_run / "predictions_validation.csv")
     assert list(pred.columns) == ["sample_id", "frame_index", "face", "valid", "true", "pred"] + [
-        f"prob_{c}" for c in EXPR_CLASSES]
+        f"prob_{c}" for c in EXPR_CLASSES
+    ]
     reader = CacheReader(config["cache"])
     assert len(pred) == sum(len(reader.read(v).frame_index) for v in ("v3", "v4"))  # every frame, once
     # true labels were joined by frame number: label rows start 2 frames after the cache rows
@@ -88,8 +95,11 @@ def test_run_folder_contract(expr_run, expr_data):
 def test_saved_model_reproduces_the_predictions(expr_run, expr_data):
     _, tab = expr_data
     model = keras.saving.load_model(expr_run / "model.keras", safe_mode=True)
-    split, _ = load_split(CacheReader(json.loads((expr_run / "config.json").read_text())["cache"]),
-                          tab[tab.split == "validation"], TASKS["expr"])
+    split, _ = load_split(
+        CacheReader(json.loads((expr_run / "config.json").read_text())["cache"]),
+        tab[tab.split == "validation"],
+        TASKS["expr"],
+    )
     probs = predict_split(model, split, 16, 8)
     pred = pd.read_csv(expr_run / "predictions_validation.csv")
     np.testing.assert_allclose(pred[[f"prob_{c}" for c in EXPR_CLASSES]].to_numpy(), probs, atol=1e-6)
@@ -105,8 +115,10 @@ def test_undersample_balances_training_and_leaves_validation(expr_run, expr_data
     bal = pd.read_csv(run / "predictions_validation.csv")
     cols = ["sample_id", "frame_index", "face", "valid", "true"]
     pd.testing.assert_frame_equal(base[cols], bal[cols])
-    assert json.loads((run / "metrics.json").read_text())["n_frames"] == \
-        json.loads((expr_run / "metrics.json").read_text())["n_frames"]
+    assert (
+        json.loads((run / "metrics.json").read_text())["n_frames"]
+        == json.loads((expr_run / "metrics.json").read_text())["n_frames"]
+    )
 
 
 def test_same_seed_same_metrics(tmp_path):
@@ -123,10 +135,22 @@ def test_same_seed_same_metrics(tmp_path):
 
 def test_gru_uses_temporal_context(tmp_path):
     _, tab = context_dataset(tmp_path / "cache", seed=1)
-    cfg = _cfg(tmp_path, task="expr", seq_len=32, stride=8, epochs=12, batch_size=16, units=32, lr=5e-3,
-               dropout=0.0, patience=12)
-    scores = {m: json.loads((run_training(dataclasses.replace(cfg, model=m), table=tab) / "metrics.json").read_text())
-              for m in ("gru", "avgpool", "frame")}
+    cfg = _cfg(
+        tmp_path,
+        task="expr",
+        seq_len=32,
+        stride=8,
+        epochs=12,
+        batch_size=16,
+        units=32,
+        lr=5e-3,
+        dropout=0.0,
+        patience=12,
+    )
+    scores = {
+        m: json.loads((run_training(dataclasses.replace(cfg, model=m), table=tab) / "metrics.json").read_text())
+        for m in ("gru", "avgpool", "frame")
+    }
     acc = {m: s["accuracy"] for m, s in scores.items()}
     # Seed 1 measured: gru 0.795, avgpool 0.703, frame 0.540 (4 classes, chance 0.25).
     assert acc["gru"] > acc["avgpool"] + 0.04, acc
@@ -141,10 +165,17 @@ def test_jax_backend_clip_task(tmp_path):
         "tmp = Path(sys.argv[1]); _, tab = random_dataset(tmp / 'cache', 'clip', n_videos=6, n_val=2);"
         "run = run_training(TrainConfig(task='clip', model='bigru', cache_dir=str(tmp / 'cache'),"
         " runs_dir=str(tmp / 'runs'), seq_len=16, epochs=2, batch_size=4, layers=1, units=4, verbose=0), table=tab);"
-        "print(run)")
+        "print(run)"
+    )
     env = {**os.environ, "KERAS_BACKEND": "jax"}
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env,
-                         cwd=Path(__file__).resolve().parents[1], timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     run = Path(out.stdout.strip().splitlines()[-1])
     assert json.loads((run / "config.json").read_text())["backend"] == "jax"
@@ -156,8 +187,22 @@ def test_jax_backend_clip_task(tmp_path):
 
 def test_cli_help_lists_choices():
     text = build_parser().format_help()
-    for name in ("gru", "bilstm", "avgpool", "frame", "va-hist", "undersample", "eri", "clip", "synthetic",
-                 "affwild2", "--rebalance", "--seq-len", "--data-root", "--runs-dir"):
+    for name in (
+        "gru",
+        "bilstm",
+        "avgpool",
+        "frame",
+        "va-hist",
+        "undersample",
+        "eri",
+        "clip",
+        "synthetic",
+        "affwild2",
+        "--rebalance",
+        "--seq-len",
+        "--data-root",
+        "--runs-dir",
+    ):
         assert name in text, name
 
 

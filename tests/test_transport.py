@@ -19,9 +19,15 @@ SHAPE = (4, 8, 8, 3)  # 4 crops of 8x8x3 per message at most
 
 def _rows(k: int, n: int, worker: int = 0) -> Rows:
     crops = np.full((n, 8, 8, 3), k, np.uint8)  # message k: every pixel is k
-    return Rows(job_id=worker, sample_id="s", frame_index=np.arange(n, dtype=np.int32) + 10 * k,
-                face_mask=np.ones(n, bool), bbox=np.zeros((n, 4), np.float32), score=np.ones(n, np.float32),
-                crops=crops)
+    return Rows(
+        job_id=worker,
+        sample_id="s",
+        frame_index=np.arange(n, dtype=np.int32) + 10 * k,
+        face_mask=np.ones(n, bool),
+        bbox=np.zeros((n, 4), np.float32),
+        score=np.ones(n, np.float32),
+        crops=crops,
+    )
 
 
 def _send(worker: int, messages: int, results, free) -> None:
@@ -49,8 +55,9 @@ def test_crops_cross_intact_in_order_and_slots_are_reused(use_shm):
             if isinstance(msg, RingAttached):
                 attached.append(msg.worker)
                 rings.attached(msg.worker)
-                assert not any(name.endswith(rings._shm[msg.worker].name.lstrip("/")) for name in os.listdir(
-                    "/dev/shm"))  # unlinked as soon as the worker has it: a SIGKILL leaves nothing behind
+                assert not any(
+                    name.endswith(rings._shm[msg.worker].name.lstrip("/")) for name in os.listdir("/dev/shm")
+                )  # unlinked as soon as the worker has it: a SIGKILL leaves nothing behind
                 continue
             assert (msg.ring is not None) == (use_shm and len(msg.frame_index) > 0)
             rows = rings.take(msg)
@@ -88,8 +95,16 @@ def test_extraction_writes_the_same_cache_through_rings_and_queue(tmp_path):
     generate(tmp_path / "data", seed=4, n_clips=3, min_frames=20, max_frames=30, raw_videos=0)
     caches = {}
     for transport in ("shm", "queue"):
-        run_extract(ExtractConfig(dataset="synthetic", data_root=str(tmp_path / "data"),
-                                  cache_dir=str(tmp_path / transport), transport=transport, workers=2, batch=32))
+        run_extract(
+            ExtractConfig(
+                dataset="synthetic",
+                data_root=str(tmp_path / "data"),
+                cache_dir=str(tmp_path / transport),
+                transport=transport,
+                workers=2,
+                batch=32,
+            )
+        )
         caches[transport] = CacheReader(cache_path(tmp_path / transport, "synthetic", "fer"))
     ids = caches["shm"].video_ids()
     assert ids == caches["queue"].video_ids() and len(ids) >= 3

@@ -23,18 +23,35 @@ def write_cache(root, videos: dict, dim: int, dataset: str = "synthetic", backbo
 
 
 def row(sample_id, task, split, labels, valid, frame_index=None, subject=None) -> dict:
-    return {"sample_id": sample_id, "video": sample_id, "subject": subject or f"subj_{sample_id}", "side": "",
-            "split": split, "task": task, "media_path": "", "frames_dir": "",
-            "frame_index": None if frame_index is None else np.asarray(frame_index, np.int32),
-            "labels": labels, "valid": valid}
+    return {
+        "sample_id": sample_id,
+        "video": sample_id,
+        "subject": subject or f"subj_{sample_id}",
+        "side": "",
+        "split": split,
+        "task": task,
+        "media_path": "",
+        "frames_dir": "",
+        "frame_index": None if frame_index is None else np.asarray(frame_index, np.int32),
+        "labels": labels,
+        "valid": valid,
+    }
 
 
 def table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def random_dataset(root, task: str, n_videos: int = 5, n_val: int = 2, dim: int = 8, seed: int = 0,
-                   base_len: int = 60, label_offset: int = 0):
+def random_dataset(
+    root,
+    task: str,
+    n_videos: int = 5,
+    n_val: int = 2,
+    dim: int = 8,
+    seed: int = 0,
+    base_len: int = 60,
+    label_offset: int = 0,
+):
     """Random embeddings and labels for ``task``; the last ``n_val`` videos are the validation split.
 
     Cache frames start at 1 + 3*i; label rows cover the cache frames shifted by ``label_offset``
@@ -67,8 +84,16 @@ def random_dataset(root, task: str, n_videos: int = 5, n_val: int = 2, dim: int 
     return write_cache(root, videos, dim), table(rows)
 
 
-def context_dataset(root, seed: int = 1, n_videos: int = 8, n_val: int = 2, length: int = 300, dim: int = 8,
-                    classes: int = 4, amplitude: float = 0.9):
+def context_dataset(
+    root,
+    seed: int = 1,
+    n_videos: int = 8,
+    n_val: int = 2,
+    length: int = 300,
+    dim: int = 8,
+    classes: int = 4,
+    amplitude: float = 0.9,
+):
     """The class is visible only in the mean over several frames: segments of 8-23 frames, each of
     one class, whose embeddings are ``amplitude * prototype[class]`` plus unit Gaussian noise."""
     rng = np.random.default_rng(seed)
@@ -81,8 +106,7 @@ def context_dataset(root, seed: int = 1, n_videos: int = 8, n_val: int = 2, leng
             cls += [int(rng.integers(0, classes))] * int(rng.integers(8, 24))
         cls_arr = np.array(cls[:length])
         frames = np.arange(1, length + 1)
-        videos[f"v{i}"] = (amplitude * proto[cls_arr] + rng.normal(size=(length, dim)), frames,
-                           np.ones(length, bool))
+        videos[f"v{i}"] = (amplitude * proto[cls_arr] + rng.normal(size=(length, dim)), frames, np.ones(length, bool))
         split = "validation" if i >= n_videos - n_val else "train"
         rows.append(row(f"v{i}", "expr", split, cls_arr, np.ones(length, bool), frames))
     return write_cache(root, videos, dim), table(rows)
@@ -98,6 +122,16 @@ def tiny_crop_table(tmp_path) -> pd.DataFrame:
     for n in (1, 2, 3, 5, 6):
         cv2.imwrite(str(folder / f"{n:05d}.jpg"), np.full((20, 16, 3), 40 * n, np.uint8))
     labels = np.array([0, -1, 3, 2, 7, 1], np.float32)
-    return pd.DataFrame([{"sample_id": "v1", "frames_dir": str(folder), "frame_index": np.arange(1, 7),
-                          "labels": labels, "valid": labels >= 0, "split": "train", "task": "expr"}])
-
+    return pd.DataFrame(
+        [
+            {
+                "sample_id": "v1",
+                "frames_dir": str(folder),
+                "frame_index": np.arange(1, 7),
+                "labels": labels,
+                "valid": labels >= 0,
+                "split": "train",
+                "task": "expr",
+            }
+        ]
+    )

@@ -22,22 +22,36 @@ def build_parser() -> argparse.ArgumentParser:
     from train.models import MODELS
     from train.rebalance import REBALANCE
 
-    epilog = "\n\n".join([
-        _listing("models (--model)", MODELS, lambda e: e.description),
-        _listing("tasks (--task)", TASKS, lambda e: e.description),
-        _listing("rebalance (--rebalance, training split only)", REBALANCE, lambda e: e.description),
-        "datasets (--dataset): " + ", ".join(DATASETS),
-        "Writes <runs-dir>/<run_id>/ (docs/run_format.md): config.json, history.csv, model.keras, "
-        "predictions_validation.csv, metrics.json, label_distribution.json, logs/.",
-    ])
+    epilog = "\n\n".join(
+        [
+            _listing("models (--model)", MODELS, lambda e: e.description),
+            _listing("tasks (--task)", TASKS, lambda e: e.description),
+            _listing("rebalance (--rebalance, training split only)", REBALANCE, lambda e: e.description),
+            "datasets (--dataset): " + ", ".join(DATASETS),
+            "Writes <runs-dir>/<run_id>/ (docs/run_format.md): config.json, history.csv, model.keras, "
+            "predictions_validation.csv, metrics.json, label_distribution.json, logs/.",
+        ]
+    )
     p = argparse.ArgumentParser(
         prog="python -m train",
         description="Train a sequence model on the HDF5 embedding cache (<cache-dir>/<dataset>/<backbone>.h5) "
-                    "and score it on the validation split.",
-        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_fields(p, TrainConfig, choices={
-        "dataset": DATASETS, "model": MODELS, "task": TASKS, "rebalance": REBALANCE,
-        "eri_loss": ("mse", "pearson"), "jit_compile": ("auto", "on", "off"), "verbose": (0, 1, 2)})
+        "and score it on the validation split.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_fields(
+        p,
+        TrainConfig,
+        choices={
+            "dataset": DATASETS,
+            "model": MODELS,
+            "task": TASKS,
+            "rebalance": REBALANCE,
+            "eri_loss": ("mse", "pearson"),
+            "jit_compile": ("auto", "on", "off"),
+            "verbose": (0, 1, 2),
+        },
+    )
     return p
 
 

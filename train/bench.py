@@ -50,11 +50,17 @@ def random_split(task_name: str, videos: int, frames: int, dim: int, seed: int) 
     else:
         labels = rng.uniform(-1, 1, (n, task.outputs)).astype(np.float32)
     x = np.concatenate([rng.normal(size=(n, dim)), np.zeros((1, dim))]).astype(np.float16)
-    return SplitData(task=task, sample_ids=[f"v{i}" for i in range(videos)],
-                     offsets=np.arange(0, n + 1, frames, dtype=np.int64), x=x,
-                     face=np.concatenate([np.ones(n, bool), [False]]),
-                     frame_index=np.tile(np.arange(1, frames + 1, dtype=np.int32), videos),
-                     labels=labels, valid=np.ones(n, bool), keep=np.ones(n, bool))
+    return SplitData(
+        task=task,
+        sample_ids=[f"v{i}" for i in range(videos)],
+        offsets=np.arange(0, n + 1, frames, dtype=np.int64),
+        x=x,
+        face=np.concatenate([np.ones(n, bool), [False]]),
+        frame_index=np.tile(np.arange(1, frames + 1, dtype=np.int32), videos),
+        labels=labels,
+        valid=np.ones(n, bool),
+        keep=np.ones(n, bool),
+    )
 
 
 def bench(cfg: TrainConfig, dim: int, videos: int, frames: int, epochs: int) -> dict:
@@ -71,17 +77,28 @@ def bench(cfg: TrainConfig, dim: int, videos: int, frames: int, epochs: int) -> 
     data_s = time.perf_counter() - t
     task = TASKS[cfg.task]
     model = build_model(cfg, task, np.zeros(dim, np.float32), np.ones(dim, np.float32))
-    model.compile(optimizer=keras.optimizers.Adam(cfg.lr), loss=task.make_loss(cfg),
-                  jit_compile={"auto": "auto", "on": True, "off": False}[cfg.jit_compile])
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.lr),
+        loss=task.make_loss(cfg),
+        jit_compile={"auto": "auto", "on": True, "off": False}[cfg.jit_compile],
+    )
     timer = _EpochTimer()
     model.fit(ds, epochs=epochs, callbacks=[timer], verbose=0, shuffle=False)
     steady = float(np.median(timer.seconds[1:])) if len(timer.seconds) > 1 else timer.seconds[0]
     return {
-        "backend": keras.backend.backend(), "devices": [str(d) for d in _devices()],
-        "model": cfg.model, "layers": cfg.layers, "units": cfg.units, "seq_len": cfg.seq_len, "dim": dim,
-        "batch_size": cfg.batch_size, "windows_per_epoch": int(len(sample)), "parameters": int(model.count_params()),
+        "backend": keras.backend.backend(),
+        "devices": [str(d) for d in _devices()],
+        "model": cfg.model,
+        "layers": cfg.layers,
+        "units": cfg.units,
+        "seq_len": cfg.seq_len,
+        "dim": dim,
+        "batch_size": cfg.batch_size,
+        "windows_per_epoch": int(len(sample)),
+        "parameters": int(model.count_params()),
         "data_windows_per_s": round(len(sample) / data_s, 1),
-        "first_epoch_s": round(timer.seconds[0], 2), "epoch_s": round(steady, 3),
+        "first_epoch_s": round(timer.seconds[0], 2),
+        "epoch_s": round(steady, 3),
         "train_windows_per_s": round(len(sample) / steady, 1),
         "data_share_of_step": round(data_s / steady, 4),
     }
@@ -96,8 +113,11 @@ def _devices() -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m train.bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--model", default="gru", choices=list(MODELS))
     p.add_argument("--task", default="va", choices=("va", "expr", "au"))
     p.add_argument("--layers", type=int, default=2)
@@ -111,9 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jit-compile", default="auto", choices=("auto", "on", "off"))
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    cfg = TrainConfig(model=a.model, task=a.task, layers=a.layers, units=a.units, seq_len=a.seq_len,
-                      stride=a.seq_len, batch_size=a.batch_size, jit_compile=a.jit_compile, seed=a.seed,
-                      dropout=0.0).validate()
+    cfg = TrainConfig(
+        model=a.model,
+        task=a.task,
+        layers=a.layers,
+        units=a.units,
+        seq_len=a.seq_len,
+        stride=a.seq_len,
+        batch_size=a.batch_size,
+        jit_compile=a.jit_compile,
+        seed=a.seed,
+        dropout=0.0,
+    ).validate()
     print(json.dumps(bench(cfg, a.dim, a.videos, a.frames, a.epochs)))
     return 0
 

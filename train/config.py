@@ -60,10 +60,7 @@ class TrainConfig(DataFields, RunFields):
 
     def resolved(self) -> "TrainConfig":
         """The config with derived defaults filled in (what ``config.json`` records)."""
-        return dataclasses.replace(
-            self,
-            data_root=self.root(),
-            stride=self.stride or max(self.seq_len // 2, 1))
+        return dataclasses.replace(self, data_root=self.root(), stride=self.stride or max(self.seq_len // 2, 1))
 
     def validate(self) -> "TrainConfig":
         """Checks names against the registries and numbers against their ranges; returns self."""
@@ -74,8 +71,14 @@ class TrainConfig(DataFields, RunFields):
         MODELS[self.model]
         TASKS[self.task]
         REBALANCE[self.rebalance]
-        positive = {"seq_len": self.seq_len, "epochs": self.epochs, "batch_size": self.batch_size,
-                    "layers": self.layers, "units": self.units, "va_bins": self.va_bins}
+        positive = {
+            "seq_len": self.seq_len,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "layers": self.layers,
+            "units": self.units,
+            "va_bins": self.va_bins,
+        }
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")

@@ -74,7 +74,7 @@ class SplitData:
         """Units that may count: annotated and (frame tasks) with a face."""
         if self.task.level == "clip":
             return self.valid.copy()
-        return self.valid & self.face[:self.n_frames]
+        return self.valid & self.face[: self.n_frames]
 
     def targets(self) -> np.ndarray:
         """``[units (+1 pad row for frames), C + 1]``: sanitised labels and the loss mask."""
@@ -86,8 +86,9 @@ class SplitData:
         return out
 
 
-def join_by_frame(cache_frames: np.ndarray, label_frames: np.ndarray, labels: np.ndarray,
-                  valid: np.ndarray, fill: float, where: str) -> tuple[np.ndarray, np.ndarray, int]:
+def join_by_frame(
+    cache_frames: np.ndarray, label_frames: np.ndarray, labels: np.ndarray, valid: np.ndarray, fill: float, where: str
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Labels for each cache row, matched on frame number.
 
     Args:
@@ -108,8 +109,11 @@ def join_by_frame(cache_frames: np.ndarray, label_frames: np.ndarray, labels: np
         raise ValueError(f"{where}: frame {int(sorted_frames[1:][dup][0])} is labelled twice")
     pos = np.searchsorted(sorted_frames, cache_frames)
     pos_c = np.minimum(pos, max(len(sorted_frames) - 1, 0))
-    hit = (pos < len(sorted_frames)) & (sorted_frames[pos_c] == cache_frames) if len(sorted_frames) else \
-        np.zeros(len(cache_frames), bool)
+    hit = (
+        (pos < len(sorted_frames)) & (sorted_frames[pos_c] == cache_frames)
+        if len(sorted_frames)
+        else np.zeros(len(cache_frames), bool)
+    )
     src = order[pos_c]
     out = np.full((len(cache_frames), labels.shape[1]), fill, np.float32)
     out[hit] = labels[src[hit]]
@@ -127,11 +131,18 @@ def load_split(reader: CacheReader, rows: pd.DataFrame, task: TaskSpec) -> tuple
     in_cache = set(reader.video_ids())
     missing = [s for s in rows["sample_id"] if s not in in_cache]
     if len(missing) == len(rows):
-        raise ValueError(f"{reader.path}: none of the {len(rows)} samples of this split is in the cache "
-                         f"(e.g. '{missing[0]}'); run `make extract` for this dataset and backbone")
+        raise ValueError(
+            f"{reader.path}: none of the {len(rows)} samples of this split is in the cache "
+            f"(e.g. '{missing[0]}'); run `make extract` for this dataset and backbone"
+        )
     if missing:
-        log.warning("%s: %d of %d samples are not in the cache and are left out (e.g. %s); "
-                    "run `make extract` to add them", reader.path, len(missing), len(rows), missing[:3])
+        log.warning(
+            "%s: %d of %d samples are not in the cache and are left out (e.g. %s); run `make extract` to add them",
+            reader.path,
+            len(missing),
+            len(rows),
+            missing[:3],
+        )
     fill = task.labels.invalid if task.labels.invalid is not None else np.nan
     xs, faces, frames, labels, valids, ids = [], [], [], [], [], []
     unmatched = 0
@@ -164,18 +175,29 @@ def load_split(reader: CacheReader, rows: pd.DataFrame, task: TaskSpec) -> tuple
     dim = xs[0].shape[1]
     lengths = [len(f) for f in frames]
     split = SplitData(
-        task=task, sample_ids=ids, offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        task=task,
+        sample_ids=ids,
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
         x=np.concatenate(xs + [np.zeros((1, dim), np.float16)]).astype(np.float16, copy=False),
         face=np.concatenate(faces + [np.zeros(1, bool)]),
         frame_index=np.concatenate(frames).astype(np.int32),
-        labels=np.concatenate(labels), valid=np.concatenate(valids), keep=np.ones(0, bool))
+        labels=np.concatenate(labels),
+        valid=np.concatenate(valids),
+        keep=np.ones(0, bool),
+    )
     split.keep = np.ones(len(split.valid), bool)
     if unmatched:
-        log.warning("%s: %d labelled frames have no cache row (not extracted) and cannot be scored",
-                    reader.path, unmatched)
-    info = {"samples": len(ids), "samples_missing_in_cache": len(missing), "frames": split.n_frames,
-            "faces": int(split.face.sum()), "valid": int(split.valid.sum()),
-            "labelled_frames_not_in_cache": unmatched}
+        log.warning(
+            "%s: %d labelled frames have no cache row (not extracted) and cannot be scored", reader.path, unmatched
+        )
+    info = {
+        "samples": len(ids),
+        "samples_missing_in_cache": len(missing),
+        "frames": split.n_frames,
+        "faces": int(split.face.sum()),
+        "valid": int(split.valid.sum()),
+        "labelled_frames_not_in_cache": unmatched,
+    }
     return split, info
 
 
@@ -190,12 +212,16 @@ def choose_splits(rows: pd.DataFrame, seed: int, val_fraction: float) -> tuple[p
     if len(val) and len(train):
         return train, val, "official"
     if not len(train):
-        raise ValueError(f"task '{rows['task'].iloc[0]}' has no training samples (splits present: "
-                         f"{sorted(rows['split'].unique())}); the dataset manifest must mark a train split")
+        raise ValueError(
+            f"task '{rows['task'].iloc[0]}' has no training samples (splits present: "
+            f"{sorted(rows['split'].unique())}); the dataset manifest must mark a train split"
+        )
     groups = train["subject"].where(train["subject"].astype(str) != "", train["video"]).astype(str)
     if groups.nunique() < 2:
-        raise ValueError(f"task '{rows['task'].iloc[0]}' has no validation split and only one subject; "
-                         f"a subject-independent split needs at least two")
+        raise ValueError(
+            f"task '{rows['task'].iloc[0]}' has no validation split and only one subject; "
+            f"a subject-independent split needs at least two"
+        )
     gss = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
     tr, va = next(gss.split(train, groups=groups))
     return train.iloc[tr], train.iloc[va], f"subject-independent (seed {seed}, {val_fraction:.0%} of subjects)"
@@ -215,7 +241,7 @@ def train_windows(split: SplitData, seq_len: int, stride: int) -> tuple[np.ndarr
     if split.task.level == "frame":
         counts = split.eligible & split.keep
     else:
-        counts = split.face[:split.n_frames] & np.repeat(split.eligible & split.keep, split.lengths)
+        counts = split.face[: split.n_frames] & np.repeat(split.eligible & split.keep, split.lengths)
     cum = np.concatenate([[0], np.cumsum(counts)])
     lo = split.offsets[sample] + start
     hi = split.offsets[sample] + np.minimum(start + seq_len, split.lengths[sample])
@@ -262,8 +288,17 @@ class WindowDataset(keras.utils.PyDataset):
         with_targets: False yields inputs only (``model.predict``).
     """
 
-    def __init__(self, split: SplitData, sample: np.ndarray, start: np.ndarray, seq_len: int,
-                 batch_size: int, shuffle_seed: int | None = None, with_targets: bool = True, **kwargs):
+    def __init__(
+        self,
+        split: SplitData,
+        sample: np.ndarray,
+        start: np.ndarray,
+        seq_len: int,
+        batch_size: int,
+        shuffle_seed: int | None = None,
+        with_targets: bool = True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.split, self.sample, self.start = split, np.asarray(sample), np.asarray(start)
         self.seq_len, self.batch_size, self.with_targets = seq_len, batch_size, with_targets
@@ -280,7 +315,7 @@ class WindowDataset(keras.utils.PyDataset):
             self._order = self._rng.permutation(len(self.sample))
 
     def __getitem__(self, index: int):
-        pick = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        pick = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         sample, start = self.sample[pick], self.start[pick]
         rows = window_rows(self.split, sample, start, self.seq_len)
         x = {"embeddings": self.split.x[rows].astype(np.float32), "face": self.split.face[rows].astype(np.float32)}
@@ -293,8 +328,9 @@ class WindowDataset(keras.utils.PyDataset):
         return x, y
 
 
-def predict_split(model: keras.Model, split: SplitData, seq_len: int, batch_size: int,
-                  inputs: Callable | None = None) -> np.ndarray:
+def predict_split(
+    model: keras.Model, split: SplitData, seq_len: int, batch_size: int, inputs: Callable | None = None
+) -> np.ndarray:
     """One prediction per frame ``[N, K]`` (frame tasks) or per sample ``[S, K]`` (clip tasks).
 
     Frame tasks: each frame's prediction comes from the one tiling window that owns it. Clip
@@ -303,8 +339,11 @@ def predict_split(model: keras.Model, split: SplitData, seq_len: int, batch_size
     :class:`WindowDataset` of the cached embeddings; the joint CNN+RNN reads face crops instead).
     """
     sample, start, own = tiling_windows(split.lengths, seq_len)
-    ds = (inputs(sample, start) if inputs is not None
-          else WindowDataset(split, sample, start, seq_len, batch_size, with_targets=False))
+    ds = (
+        inputs(sample, start)
+        if inputs is not None
+        else WindowDataset(split, sample, start, seq_len, batch_size, with_targets=False)
+    )
     out = np.asarray(model.predict(ds, verbose=0), np.float32)
     rows = window_rows(split, sample, start, seq_len)
     if split.task.level == "frame":
@@ -324,22 +363,32 @@ def predictions_table(split: SplitData, pred: np.ndarray) -> pd.DataFrame:
     """The ``predictions_validation.csv`` table (docs/run_format.md) of one split."""
     task = split.task
     if task.level == "frame":
-        base = {"sample_id": np.repeat(split.sample_ids, split.lengths), "frame_index": split.frame_index,
-                "face": split.face[:split.n_frames].astype(np.int64), "valid": split.valid.astype(np.int64)}
+        base = {
+            "sample_id": np.repeat(split.sample_ids, split.lengths),
+            "frame_index": split.frame_index,
+            "face": split.face[: split.n_frames].astype(np.int64),
+            "valid": split.valid.astype(np.int64),
+        }
     else:
-        cum = np.concatenate([[0], np.cumsum(split.face[:split.n_frames])])
+        cum = np.concatenate([[0], np.cumsum(split.face[: split.n_frames])])
         any_face = cum[split.offsets[1:]] - cum[split.offsets[:-1]] > 0
-        base = {"sample_id": split.sample_ids, "frame_index": np.zeros(len(split.sample_ids), np.int64),
-                "face": any_face.astype(np.int64), "valid": split.valid.astype(np.int64)}
+        base = {
+            "sample_id": split.sample_ids,
+            "frame_index": np.zeros(len(split.sample_ids), np.int64),
+            "face": any_face.astype(np.int64),
+            "valid": split.valid.astype(np.int64),
+        }
     return pd.DataFrame({**base, **task.prediction_columns(split.labels, pred)})
 
 
 def embedding_stats(split: SplitData) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance of the training embeddings over frames with a face (float64 sums)."""
-    faces = split.x[:split.n_frames][split.face[:split.n_frames]]
+    faces = split.x[: split.n_frames][split.face[: split.n_frames]]
     if not len(faces):
-        raise ValueError("the training split has no frame with a face; check the cache's face_hit_rate "
-                         "(`make extract` log) or the detector settings")
+        raise ValueError(
+            "the training split has no frame with a face; check the cache's face_hit_rate "
+            "(`make extract` log) or the detector settings"
+        )
     mean = faces.mean(axis=0, dtype=np.float64)
     var = faces.var(axis=0, dtype=np.float64)
     return mean.astype(np.float32), np.maximum(var, 1e-6).astype(np.float32)

@@ -82,6 +82,7 @@ def _recurrent(cell: type, bidirectional: bool) -> Callable:
             x = layers.Bidirectional(rnn, name=f"bi_{rnn.name}")(x) if bidirectional else rnn(x)
             x = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
         return x
+
     return body
 
 
@@ -114,10 +115,12 @@ MODELS.register("gru", ModelSpec(_recurrent(layers.GRU, False), False, "stacked 
 MODELS.register("lstm", ModelSpec(_recurrent(layers.LSTM, False), False, "stacked LSTM"))
 MODELS.register("bigru", ModelSpec(_recurrent(layers.GRU, True), False, "stacked bidirectional GRU"))
 MODELS.register("bilstm", ModelSpec(_recurrent(layers.LSTM, True), False, "stacked bidirectional LSTM"))
-MODELS.register("frame", ModelSpec(_mlp, False, "per-frame MLP, no temporal context (baseline)",
-                                   baseline=True, context=False))
-MODELS.register("avgpool", ModelSpec(_mlp, True, "mean embedding of the window -> MLP (Kahou et al. 2015 baseline)",
-                                     baseline=True))
+MODELS.register(
+    "frame", ModelSpec(_mlp, False, "per-frame MLP, no temporal context (baseline)", baseline=True, context=False)
+)
+MODELS.register(
+    "avgpool", ModelSpec(_mlp, True, "mean embedding of the window -> MLP (Kahou et al. 2015 baseline)", baseline=True)
+)
 
 
 def model_spec(name: str) -> ModelSpec | None:

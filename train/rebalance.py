@@ -99,8 +99,10 @@ def _undersample(task, labels, eligible, cfg):
 
 def _va_hist(task, labels, eligible, cfg):
     if not task.circumplex:
-        raise ConfigError(f"--rebalance va-hist works on valence/arousal labels (--task va), not --task {task.name}; "
-                          f"use undersample or none")
+        raise ConfigError(
+            f"--rebalance va-hist works on valence/arousal labels (--task va), not --task {task.name}; "
+            f"use undersample or none"
+        )
     eligible = np.asarray(eligible, bool)
     keep = np.zeros_like(eligible)
     idx = np.flatnonzero(eligible)
@@ -110,10 +112,12 @@ def _va_hist(task, labels, eligible, cfg):
 
 REBALANCE: Registry[RebalanceSpec] = Registry("rebalance", "--rebalance / REBALANCE")
 REBALANCE.register("none", RebalanceSpec(_none, "train on every annotated frame with a face"))
-REBALANCE.register("undersample", RebalanceSpec(
-    _undersample, "per-class downsampling to the rarest class count (x --undersample-cap)"))
-REBALANCE.register("va-hist", RebalanceSpec(
-    _va_hist, "Rangulov & Fahim 2020: thin dense (valence, arousal) histogram cells (task va)"))
+REBALANCE.register(
+    "undersample", RebalanceSpec(_undersample, "per-class downsampling to the rarest class count (x --undersample-cap)")
+)
+REBALANCE.register(
+    "va-hist", RebalanceSpec(_va_hist, "Rangulov & Fahim 2020: thin dense (valence, arousal) histogram cells (task va)")
+)
 
 
 def apply_rebalance(
@@ -121,7 +125,10 @@ def apply_rebalance(
 ) -> tuple[np.ndarray, dict]:
     """Runs ``cfg.rebalance``; returns the kept mask and ``{"before", "after", ...}`` distributions."""
     keep = REBALANCE[cfg.rebalance].keep(task, labels, eligible, cfg)
-    dist = {"rebalance": cfg.rebalance, "unit": task.unit,
-            "before": task.label_distribution(labels, eligible, cfg.va_bins),
-            "after": task.label_distribution(labels, keep, cfg.va_bins)}
+    dist = {
+        "rebalance": cfg.rebalance,
+        "unit": task.unit,
+        "before": task.label_distribution(labels, eligible, cfg.va_bins),
+        "after": task.label_distribution(labels, keep, cfg.va_bins),
+    }
     return keep, dist

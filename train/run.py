@@ -80,8 +80,9 @@ def run_id(cfg: TrainConfig) -> str:
     if cfg.run_name:
         return cfg.run_name
     backbone = cache_path("", cfg.dataset, cfg.backbone).stem
-    return (f"{cfg.dataset}-{backbone}-{cfg.task}-{cfg.model}-{cfg.rebalance}-s{cfg.seed}-"
-            f"{time.strftime('%Y%m%d-%H%M%S')}")
+    return (
+        f"{cfg.dataset}-{backbone}-{cfg.task}-{cfg.model}-{cfg.rebalance}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
 
 
 def label_rows(cfg, table: pd.DataFrame | None) -> pd.DataFrame:
@@ -93,8 +94,10 @@ def label_rows(cfg, table: pd.DataFrame | None) -> pd.DataFrame:
     rows = table[table["task"] == cfg.task]
     if rows.empty:
         have = ", ".join(sorted(table["task"].unique())) or "none"
-        raise ValueError(f"{cfg.data_root}: dataset '{cfg.dataset}' has no '{cfg.task}' labels "
-                         f"(tasks with labels: {have}); choose --task among them")
+        raise ValueError(
+            f"{cfg.data_root}: dataset '{cfg.dataset}' has no '{cfg.task}' labels "
+            f"(tasks with labels: {have}); choose --task among them"
+        )
     return rows
 
 
@@ -115,10 +118,18 @@ def _log_distribution(dist: dict) -> None:
     def short(d: dict) -> dict:
         return {k: v for k, v in d.items() if k != "histogram"}
 
-    log.info("training label distribution (%s, %s) before: %s", dist["rebalance"], dist["unit"],
-             json.dumps(short(dist["before"])))
-    log.info("training label distribution (%s, %s) after:  %s", dist["rebalance"], dist["unit"],
-             json.dumps(short(dist["after"])))
+    log.info(
+        "training label distribution (%s, %s) before: %s",
+        dist["rebalance"],
+        dist["unit"],
+        json.dumps(short(dist["before"])),
+    )
+    log.info(
+        "training label distribution (%s, %s) after:  %s",
+        dist["rebalance"],
+        dist["unit"],
+        json.dumps(short(dist["after"])),
+    )
 
 
 def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
@@ -141,34 +152,60 @@ def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
     train, train_info = load_split(reader, train_rows, task)
     val, val_info = load_split(reader, val_rows, task)
     if not val.eligible.any():
-        raise ValueError(f"{reader.path}: the validation split has no annotated {task.level} with a face; "
-                         f"nothing to score")
+        raise ValueError(
+            f"{reader.path}: the validation split has no annotated {task.level} with a face; nothing to score"
+        )
     train.keep, dist = apply_rebalance(cfg, task, train.labels, train.eligible)
     _log_distribution(dist)
     sample, start = train_windows(train, cfg.seq_len, cfg.stride)
     if not len(sample):
-        raise ValueError(f"{reader.path}: no training window holds an annotated frame with a face "
-                         f"after --rebalance {cfg.rebalance}")
+        raise ValueError(
+            f"{reader.path}: no training window holds an annotated frame with a face after --rebalance {cfg.rebalance}"
+        )
     mean, variance = embedding_stats(train)
-    log.info("split: %s; train %d samples, %d windows; validation %d samples, %d frames",
-             how, train_info["samples"], len(sample), val_info["samples"], val_info["frames"])
+    log.info(
+        "split: %s; train %d samples, %d windows; validation %d samples, %d frames",
+        how,
+        train_info["samples"],
+        len(sample),
+        val_info["samples"],
+        val_info["frames"],
+    )
 
     dataset = WindowDataset(train, sample, start, cfg.seq_len, cfg.batch_size, shuffle_seed=cfg.seed)
     keras.utils.set_random_seed(cfg.seed)  # weights depend on the seed only, not on what ran before
     model = build_model(cfg, task, mean, variance)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.lr), loss=task.make_loss(cfg),
-                  jit_compile={"auto": "auto", "on": True, "off": False}[cfg.jit_compile])
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.lr),
+        loss=task.make_loss(cfg),
+        jit_compile={"auto": "auto", "on": True, "off": False}[cfg.jit_compile],
+    )
 
     folder = RunFolder.create(cfg.runs_dir, run_id(cfg))
-    folder.start(cfg, cache=str(reader.path), cache_meta=dataclasses.asdict(reader.meta),
-                 data={"split": how, "train": train_info, "validation": val_info, "train_windows": int(len(sample)),
-                       "embedding_dim": int(mean.shape[0]), "parameters": int(model.count_params())})
+    folder.start(
+        cfg,
+        cache=str(reader.path),
+        cache_meta=dataclasses.asdict(reader.meta),
+        data={
+            "split": how,
+            "train": train_info,
+            "validation": val_info,
+            "train_windows": int(len(sample)),
+            "embedding_dim": int(mean.shape[0]),
+            "parameters": int(model.count_params()),
+        },
+    )
     folder.write_distribution(dist)
 
     scorer = ValidationScorer(val, cfg, task)
     try:
-        model.fit(dataset, epochs=cfg.epochs, callbacks=_callbacks(folder, scorer, cfg, monitor),
-                  verbose=cfg.verbose, shuffle=False)
+        model.fit(
+            dataset,
+            epochs=cfg.epochs,
+            callbacks=_callbacks(folder, scorer, cfg, monitor),
+            verbose=cfg.verbose,
+            shuffle=False,
+        )
     except KeyboardInterrupt:
         if not folder.model_path.exists():
             raise
@@ -179,6 +216,10 @@ def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
         return task.metrics(table_val, cfg.model), table_val
 
     metrics = folder.finish(model, monitor, score)
-    log.info("%s: %s = %s", folder.name, task.monitor,
-             "nan" if math.isnan(metrics[task.monitor]) else f"{metrics[task.monitor]:.4f}")
+    log.info(
+        "%s: %s = %s",
+        folder.name,
+        task.monitor,
+        "nan" if math.isnan(metrics[task.monitor]) else f"{metrics[task.monitor]:.4f}",
+    )
     return folder.path

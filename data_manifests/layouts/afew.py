@@ -41,8 +41,10 @@ def load(manifest: Manifest, root: Path) -> list[dict]:
     found = find_dirs(root, names, depth)
     folders = {name: one_dir(found, [name], f"{root}: {name}") for name in names}
     if not any(folders[name] for name in split_folders):
-        raise DatasetError(f"{root}: no {' or '.join(split_folders)} folder within {depth} levels; "
-                           f"expected <split>/<Emotion>/<clip>{sorted(extensions)[0]}")
+        raise DatasetError(
+            f"{root}: no {' or '.join(split_folders)} folder within {depth} levels; "
+            f"expected <split>/<Emotion>/<clip>{sorted(extensions)[0]}"
+        )
     classes = {name.lower(): i for i, name in enumerate(LABELS[TASK].names)}
     rows, seen = [], {}
     for name, folder in folders.items():
@@ -51,12 +53,25 @@ def load(manifest: Manifest, root: Path) -> list[dict]:
         split = split_folders.get(name, "test")
         for clip, label in _clips(folder, classes, extensions, labelled=name in split_folders):
             if clip.stem in seen:
-                raise DatasetError(f"{clip}: clip name {clip.stem!r} is also used by {seen[clip.stem]}; "
-                                   f"expected unique clip names")
+                raise DatasetError(
+                    f"{clip}: clip name {clip.stem!r} is also used by {seen[clip.stem]}; expected unique clip names"
+                )
             seen[clip.stem] = clip
-            rows.append(row(sample_id=clip.stem, video=clip.stem, subject=clip.stem, side="",
-                            split=split, task=TASK, media_path=clip, frames_dir=None,
-                            frame_index=None, labels=label, valid=label >= 0))
+            rows.append(
+                row(
+                    sample_id=clip.stem,
+                    video=clip.stem,
+                    subject=clip.stem,
+                    side="",
+                    split=split,
+                    task=TASK,
+                    media_path=clip,
+                    frames_dir=None,
+                    frame_index=None,
+                    labels=label,
+                    valid=label >= 0,
+                )
+            )
     return rows
 
 
@@ -67,8 +82,10 @@ def _clips(folder: Path, classes: dict[str, int], extensions: set[str], labelled
         if entry.is_dir():
             label = classes.get(entry.name.lower())
             if label is None:
-                raise DatasetError(f"{entry}: unknown emotion folder {entry.name!r}; expected one of "
-                                   f"{expected} (move other folders out of {folder.name}/)")
+                raise DatasetError(
+                    f"{entry}: unknown emotion folder {entry.name!r}; expected one of "
+                    f"{expected} (move other folders out of {folder.name}/)"
+                )
             for clip in sorted(entry.iterdir()):
                 if clip.is_file() and clip.suffix.lower() in extensions:
                     yield clip, label
@@ -76,7 +93,9 @@ def _clips(folder: Path, classes: dict[str, int], extensions: set[str], labelled
                     log.debug("%s: not a clip, skipped", clip)
         elif entry.suffix.lower() in extensions:
             if labelled:
-                raise DatasetError(f"{entry}: clip outside an emotion folder; expected "
-                                   f"{folder.name}/<Emotion>/{entry.name} with Emotion one of "
-                                   f"{expected}")
+                raise DatasetError(
+                    f"{entry}: clip outside an emotion folder; expected "
+                    f"{folder.name}/<Emotion>/{entry.name} with Emotion one of "
+                    f"{expected}"
+                )
             yield entry, -1

@@ -81,8 +81,7 @@ def parse_label_file(path: Path, task: str) -> tuple[np.ndarray, np.ndarray, np.
         raise DatasetError(f"{path}:1: expected header {want!r}, got {got.strip()!r}")
     body = lines[1:]
     if not body:
-        raise DatasetError(f"{path}:2: expected one label line per frame after the header, "
-                           f"got none")
+        raise DatasetError(f"{path}:2: expected one label line per frame after the header, got none")
     width = 1 if spec.kind == "class" else len(spec.names)
     values = parse_floats(path, body, 2, width, EXPECTED[task])
     invalid = spec.invalid
@@ -109,28 +108,32 @@ def load(manifest: Manifest, root: Path) -> list[dict]:
     """
     frames_root = root / manifest.path("frames")
     if not frames_root.is_dir():
-        log.warning("%s: no frames folder; frames_dir stays empty (extract from the videos)",
-                    frames_root)
+        log.warning("%s: no frames folder; frames_dir stays empty (extract from the videos)", frames_root)
     task_folders = manifest.option("task_folders")
     split_folders = manifest.option("split_folders")
     depth = int(manifest.option("annotation_depth"))
     for task in manifest.tasks:
         if task not in task_folders:
-            raise DatasetError(f"{manifest.source}: [options.task_folders] lacks {task!r}; "
-                               f"expected a list of annotation folder names for each task")
+            raise DatasetError(
+                f"{manifest.source}: [options.task_folders] lacks {task!r}; "
+                f"expected a list of annotation folder names for each task"
+            )
     names = [n for task in manifest.tasks for n in task_folders[task]]
     found = find_dirs(root, names, depth, prune=[frames_root])
     annotations = {}
     for task in manifest.tasks:
         folder = one_dir(found, task_folders[task], f"{root}: {task} annotations")
         if folder is None:
-            log.warning("%s: no %s folder within %d levels; task %s skipped", root,
-                        " or ".join(task_folders[task]), depth, task)
+            log.warning(
+                "%s: no %s folder within %d levels; task %s skipped", root, " or ".join(task_folders[task]), depth, task
+            )
         else:
             annotations[task] = folder
     if not annotations:
-        raise DatasetError(f"{root}: no annotation folder found within {depth} levels; expected "
-                           f"{', '.join(names)} (each with {'/, '.join(split_folders)}/)")
+        raise DatasetError(
+            f"{root}: no annotation folder found within {depth} levels; expected "
+            f"{', '.join(names)} (each with {'/, '.join(split_folders)}/)"
+        )
     videos_dir = media_folder(root, manifest.paths.get("videos"))
     media = index_media(videos_dir, prune=[frames_root, *annotations.values()])
     rows = []
@@ -139,8 +142,13 @@ def load(manifest: Manifest, root: Path) -> list[dict]:
     _set_subjects(rows, root, manifest.paths.get("subjects"))
     missing = sorted({r["video"] for r in rows if not r["media_path"]})
     if missing:
-        log.info("%s: %d of %d videos have no raw video file (e.g. %s)", videos_dir, len(missing),
-                 len({r["video"] for r in rows}), missing[0])
+        log.info(
+            "%s: %d of %d videos have no raw video file (e.g. %s)",
+            videos_dir,
+            len(missing),
+            len({r["video"] for r in rows}),
+            missing[0],
+        )
     return rows
 
 
@@ -153,31 +161,43 @@ def _set_subjects(rows: list[dict], root: Path, name: str | None) -> None:
     subjects = read_subjects(path)
     unknown = sorted({r["sample_id"] for r in rows} - set(subjects))
     if unknown:
-        log.warning("%s: %d samples not listed (e.g. %s); each stays its own subject", path,
-                    len(unknown), unknown[0])
+        log.warning("%s: %d samples not listed (e.g. %s); each stays its own subject", path, len(unknown), unknown[0])
     for r in rows:
         r["subject"] = subjects.get(r["sample_id"], r["sample_id"])
 
 
-def _task_rows(task: str, folder: Path, split_folders, frames_root: Path,
-               media: dict[str, Path]) -> list[dict]:
+def _task_rows(task: str, folder: Path, split_folders, frames_root: Path, media: dict[str, Path]) -> list[dict]:
     present = {name: split for name, split in split_folders.items() if (folder / name).is_dir()}
     if not present:
-        raise DatasetError(f"{folder}: expected sub-folders {'/ and '.join(split_folders)}/ "
-                           f"of <video>.txt files, found none")
+        raise DatasetError(
+            f"{folder}: expected sub-folders {'/ and '.join(split_folders)}/ of <video>.txt files, found none"
+        )
     rows, seen = [], {}
     for name, split in present.items():
         for path in sorted((folder / name).glob("*.txt")):
             sample_id = path.stem
             if sample_id in seen:
-                raise DatasetError(f"{path}: sample {sample_id!r} is also in {seen[sample_id]}; "
-                                   f"expected each sample in one split per task")
+                raise DatasetError(
+                    f"{path}: sample {sample_id!r} is also in {seen[sample_id]}; "
+                    f"expected each sample in one split per task"
+                )
             seen[sample_id] = path
             video, side = split_side(sample_id)
             frame_index, labels, valid = parse_label_file(path, task)
             frames_dir = frames_root / sample_id
-            rows.append(row(sample_id=sample_id, video=video, subject=sample_id, side=side,
-                            split=split, task=task, media_path=media.get(video),
-                            frames_dir=frames_dir if frames_dir.is_dir() else None,
-                            frame_index=frame_index, labels=labels, valid=valid))
+            rows.append(
+                row(
+                    sample_id=sample_id,
+                    video=video,
+                    subject=sample_id,
+                    side=side,
+                    split=split,
+                    task=task,
+                    media_path=media.get(video),
+                    frames_dir=frames_dir if frames_dir.is_dir() else None,
+                    frame_index=frame_index,
+                    labels=labels,
+                    valid=valid,
+                )
+            )
     return rows

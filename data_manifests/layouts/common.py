@@ -22,8 +22,7 @@ log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
-def find_dirs(root: Path, names: Iterable[str], max_depth: int,
-              prune: Iterable[Path] = ()) -> dict[str, list[Path]]:
+def find_dirs(root: Path, names: Iterable[str], max_depth: int, prune: Iterable[Path] = ()) -> dict[str, list[Path]]:
     """Find folders with the given names at most ``max_depth`` levels below ``root``.
 
     Releases nest their folders under names that change between versions ("Annotations",
@@ -97,13 +96,16 @@ def one_dir(found: Mapping[str, list[Path]], names: Iterable[str], what: str) ->
     """
     paths = [p for name in names for p in found.get(name, [])]
     if len(paths) > 1:
-        raise DatasetError(f"{what}: found {len(paths)} folders ({', '.join(map(str, paths))}); "
-                           f"expected one: keep one release, move the other out of the dataset root")
+        raise DatasetError(
+            f"{what}: found {len(paths)} folders ({', '.join(map(str, paths))}); "
+            f"expected one: keep one release, move the other out of the dataset root"
+        )
     return paths[0] if paths else None
 
 
-def index_media(folder: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS,
-                prune: Iterable[Path] = ()) -> dict[str, Path]:
+def index_media(
+    folder: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS, prune: Iterable[Path] = ()
+) -> dict[str, Path]:
     """Map file stem -> path for every media file anywhere below ``folder``.
 
     Releases spread videos over several sub-folders (Aff-Wild2: ``batch1/``, ``batch2/``,
@@ -160,12 +162,12 @@ def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
-        raise DatasetError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); "
-                           f"expected a plain-text label file") from err
+        raise DatasetError(
+            f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); expected a plain-text label file"
+        ) from err
 
 
-def parse_floats(path: Path, lines: list[str], first_line: int, width: int,
-                 expected: str) -> np.ndarray:
+def parse_floats(path: Path, lines: list[str], first_line: int, width: int, expected: str) -> np.ndarray:
     """Parse comma-separated numeric lines into a float64 ``[N, width]`` array.
 
     The fast path hands the whole block to numpy; only when that fails is the block scanned line by
@@ -184,19 +186,25 @@ def parse_floats(path: Path, lines: list[str], first_line: int, width: int,
     if not lines:
         return np.zeros((0, width))
     try:
-        values = pd.read_csv(io.StringIO("\n".join(lines)), header=None, dtype=np.float64,
-                             skip_blank_lines=False, na_filter=False, engine="c").to_numpy()
+        values = pd.read_csv(
+            io.StringIO("\n".join(lines)),
+            header=None,
+            dtype=np.float64,
+            skip_blank_lines=False,
+            na_filter=False,
+            engine="c",
+        ).to_numpy()
     except (ValueError, pd.errors.ParserError):
         values = None
-    if (values is not None and values.shape == (len(lines), width)
-            and np.isfinite(values).all()):
+    if values is not None and values.shape == (len(lines), width) and np.isfinite(values).all():
         return values
     rows = []
     for i, line in enumerate(lines):
         fields = line.split(",")
         if len(fields) != width:
-            raise bad_line(path, first_line + i, f"{expected} ({width} comma-separated values, "
-                           f"found {len(fields)})", line)
+            raise bad_line(
+                path, first_line + i, f"{expected} ({width} comma-separated values, found {len(fields)})", line
+            )
         numbers = []
         for field in fields:
             try:
@@ -204,8 +212,7 @@ def parse_floats(path: Path, lines: list[str], first_line: int, width: int,
             except ValueError:
                 number = float("nan")
             if not np.isfinite(number):
-                raise bad_line(path, first_line + i, f"{expected} (numbers only, "
-                               f"found {field.strip()!r})", line)
+                raise bad_line(path, first_line + i, f"{expected} (numbers only, found {field.strip()!r})", line)
             numbers.append(number)
         rows.append(numbers)
     return np.array(rows, dtype=np.float64)
@@ -219,19 +226,25 @@ def read_csv_strings(path: Path, required: Iterable[str], sep: str = ",") -> pd.
             ``required`` (``"<path>:1: expected columns ..."``).
     """
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep, encoding="utf-8-sig",
-                            skip_blank_lines=False)
+        table = pd.read_csv(
+            path, dtype=str, keep_default_na=False, sep=sep, encoding="utf-8-sig", skip_blank_lines=False
+        )
     except pd.errors.EmptyDataError as err:
-        raise DatasetError(f"{path}:1: expected a header line with columns "
-                           f"{','.join(required)}, got an empty file") from err
+        raise DatasetError(
+            f"{path}:1: expected a header line with columns {','.join(required)}, got an empty file"
+        ) from err
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise DatasetError(f"{path}: not a readable CSV file ({str(err).strip()}); expected "
-                           f"{sep!r}-separated columns {','.join(required)}") from err
+        raise DatasetError(
+            f"{path}: not a readable CSV file ({str(err).strip()}); expected "
+            f"{sep!r}-separated columns {','.join(required)}"
+        ) from err
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in required if c not in table.columns]
     if missing:
-        raise DatasetError(f"{path}:1: expected columns {','.join(required)}, missing "
-                           f"{','.join(missing)} (header: {','.join(table.columns)})")
+        raise DatasetError(
+            f"{path}:1: expected columns {','.join(required)}, missing "
+            f"{','.join(missing)} (header: {','.join(table.columns)})"
+        )
     table = table.fillna("").apply(lambda column: column.str.strip())
     filled = np.flatnonzero((table != "").any(axis=1).to_numpy())
     return table.iloc[: filled[-1] + 1 if filled.size else 0]
@@ -248,10 +261,8 @@ def read_subjects(path: Path) -> dict[str, str]:
     subjects: dict[str, str] = {}
     for i, (sample_id, subject) in enumerate(zip(table["sample_id"], table["subject"])):
         if not sample_id or not subject or sample_id in subjects:
-            what = ("each sample_id listed once" if sample_id in subjects
-                    else "a sample_id and a subject")
-            raise DatasetError(f"{path}:{i + 2}: expected {what}, got "
-                               f"{','.join(table.iloc[i])!r}")
+            what = "each sample_id listed once" if sample_id in subjects else "a sample_id and a subject"
+            raise DatasetError(f"{path}:{i + 2}: expected {what}, got {','.join(table.iloc[i])!r}")
         subjects[sample_id] = subject
     return subjects
 
@@ -277,12 +288,31 @@ def split_side(sample_id: str) -> tuple[str, str]:
     return sample_id, ""
 
 
-def row(*, sample_id: str, video: str, subject: str, side: str, split: str, task: str,
-        media_path: Path | None, frames_dir: Path | None, frame_index, labels, valid) -> dict:
+def row(
+    *,
+    sample_id: str,
+    video: str,
+    subject: str,
+    side: str,
+    split: str,
+    task: str,
+    media_path: Path | None,
+    frames_dir: Path | None,
+    frame_index,
+    labels,
+    valid,
+) -> dict:
     """One row of the sample table (see ``schema.COLUMNS``); missing paths become ``''``."""
     return {
-        "sample_id": sample_id, "video": video, "subject": subject, "side": side, "split": split,
-        "task": task, "media_path": str(media_path) if media_path else "",
-        "frames_dir": str(frames_dir) if frames_dir else "", "frame_index": frame_index,
-        "labels": labels, "valid": valid,
+        "sample_id": sample_id,
+        "video": video,
+        "subject": subject,
+        "side": side,
+        "split": split,
+        "task": task,
+        "media_path": str(media_path) if media_path else "",
+        "frames_dir": str(frames_dir) if frames_dir else "",
+        "frame_index": frame_index,
+        "labels": labels,
+        "valid": valid,
     }

@@ -49,8 +49,9 @@ def load(manifest: Manifest, root: Path) -> list[dict]:
     depth = int(manifest.option("search_depth"))
     info = find_files(root, manifest.path("info"), depth)
     if len(info) > 1:
-        raise DatasetError(f"{root}: found {len(info)} {manifest.path('info')} files "
-                           f"({', '.join(map(str, info))}); expected one")
+        raise DatasetError(
+            f"{root}: found {len(info)} {manifest.path('info')} files ({', '.join(map(str, info))}); expected one"
+        )
     if info:
         sources = [(info[0], None)]
     else:
@@ -58,20 +59,35 @@ def load(manifest: Manifest, root: Path) -> list[dict]:
         for name, split in manifest.option("split_files").items():
             sources += [(path, split) for path in find_files(root, name, depth)[:1]]
     if not sources:
-        raise DatasetError(f"{root}: no {manifest.path('info')} (or "
-                           f"{', '.join(manifest.option('split_files'))}) within {depth} levels; "
-                           f"expected File_ID,Split,{','.join(LABELS[TASK].names)} rows")
+        raise DatasetError(
+            f"{root}: no {manifest.path('info')} (or "
+            f"{', '.join(manifest.option('split_files'))}) within {depth} levels; "
+            f"expected File_ID,Split,{','.join(LABELS[TASK].names)} rows"
+        )
     media = index_media(media_folder(root, manifest.paths.get("videos")))
     rows, seen = [], {}
     for path, split in sources:
         for clip_id, clip_split, labels, valid in _read(path, split, manifest):
             if clip_id in seen:
-                raise DatasetError(f"{path}: File_ID [{clip_id}] is also listed in {seen[clip_id]}; "
-                                   f"expected each clip once")
+                raise DatasetError(
+                    f"{path}: File_ID [{clip_id}] is also listed in {seen[clip_id]}; expected each clip once"
+                )
             seen[clip_id] = path
-            rows.append(row(sample_id=clip_id, video=clip_id, subject=clip_id, side="",
-                            split=clip_split, task=TASK, media_path=media.get(clip_id),
-                            frames_dir=None, frame_index=None, labels=labels, valid=valid))
+            rows.append(
+                row(
+                    sample_id=clip_id,
+                    video=clip_id,
+                    subject=clip_id,
+                    side="",
+                    split=clip_split,
+                    task=TASK,
+                    media_path=media.get(clip_id),
+                    frames_dir=None,
+                    frame_index=None,
+                    labels=labels,
+                    valid=valid,
+                )
+            )
     missing = sum(not r["media_path"] for r in rows)
     if missing:
         log.warning("%s: %d of %d clips have no video file", root, missing, len(rows))
@@ -91,20 +107,23 @@ def _read(path: Path, split: str | None, manifest: Manifest):
     bad_value = ~empty & ~((values >= 0) & (values <= 1))
     partial = empty.any(axis=1) & ~empty.all(axis=1)
     splits = table[SPLIT_COLUMN].tolist() if split is None else [split] * len(table)
-    for i, (clip, bad, part, value) in enumerate(zip(table[id_column].tolist(), bad_value.any(axis=1),
-                                                     partial, splits)):
+    for i, (clip, bad, part, value) in enumerate(
+        zip(table[id_column].tolist(), bad_value.any(axis=1), partial, splits)
+    ):
         line = i + 2
         if bad or part:
-            raise DatasetError(f"{path}:{line}: expected 7 intensities {','.join(names)} in "
-                               f"[0, 1] (or all 7 empty), got {_text(table, i)!r}")
+            raise DatasetError(
+                f"{path}:{line}: expected 7 intensities {','.join(names)} in "
+                f"[0, 1] (or all 7 empty), got {_text(table, i)!r}"
+            )
         clip_id = clip.strip("[]").strip()
         if not clip_id:
-            raise DatasetError(f"{path}:{line}: expected a {id_column} like [00001], "
-                               f"got {_text(table, i)!r}")
+            raise DatasetError(f"{path}:{line}: expected a {id_column} like [00001], got {_text(table, i)!r}")
         clip_split = value if split is not None else split_values.get(value)
         if clip_split is None:
-            raise DatasetError(f"{path}:{line}: expected {SPLIT_COLUMN} one of "
-                               f"{', '.join(split_values)}, got {value!r}")
+            raise DatasetError(
+                f"{path}:{line}: expected {SPLIT_COLUMN} one of {', '.join(split_values)}, got {value!r}"
+            )
         labelled = not empty[i].all()
         labels = values[i].astype(np.float32) if labelled else np.zeros(len(names), np.float32)
         yield clip_id, clip_split, labels, bool(labelled)

@@ -52,27 +52,42 @@ def load(manifest: Manifest, root: Path) -> list[dict]:
     depth = int(manifest.option("search_depth"))
     ratings = one_dir(find_dirs(root, [ratings_name], depth), [ratings_name], f"{root}: ratings")
     if ratings is None:
-        raise DatasetError(f"{root}: no {ratings_name}/ folder within {depth} levels; expected "
-                           f"{ratings_name}/{{{','.join(folders.values())}}}/<name>.arff")
+        raise DatasetError(
+            f"{root}: no {ratings_name}/ folder within {depth} levels; expected "
+            f"{ratings_name}/{{{','.join(folders.values())}}}/<name>.arff"
+        )
     dims = LABELS[TASK].names
     files = {dim: _rating_files(ratings / folders[dim]) for dim in dims}
     names = sorted(set().union(*files.values()))
     if not names:
-        raise DatasetError(f"{ratings}: no rating files; expected "
-                           f"{'/ and '.join(folders[d] for d in dims)}/ with <name>.arff or .csv")
+        raise DatasetError(
+            f"{ratings}: no rating files; expected {'/ and '.join(folders[d] for d in dims)}/ with <name>.arff or .csv"
+        )
     media = index_media(media_folder(root, manifest.paths.get("videos")), prune=[ratings])
     rows = []
     for name in names:
         lacking = [folders[d] for d in dims if name not in files[d]]
         if lacking:
             present = next(files[d][name] for d in dims if name in files[d])
-            raise DatasetError(f"{present}: no matching {lacking[0]} file; expected "
-                               f"{ratings / lacking[0] / present.name} too")
+            raise DatasetError(
+                f"{present}: no matching {lacking[0]} file; expected {ratings / lacking[0] / present.name} too"
+            )
         frame_index, labels = _join([read_ratings(files[d][name], fps) for d in dims])
-        rows.append(row(sample_id=name, video=name, subject=name, side="",
-                        split=_split(name, manifest), task=TASK, media_path=media.get(name),
-                        frames_dir=None, frame_index=frame_index, labels=labels,
-                        valid=(labels != LABELS[TASK].invalid).all(axis=1)))
+        rows.append(
+            row(
+                sample_id=name,
+                video=name,
+                subject=name,
+                side="",
+                split=_split(name, manifest),
+                task=TASK,
+                media_path=media.get(name),
+                frames_dir=None,
+                frame_index=frame_index,
+                labels=labels,
+                valid=(labels != LABELS[TASK].invalid).all(axis=1),
+            )
+        )
     return rows
 
 
@@ -84,8 +99,9 @@ def _rating_files(folder: Path) -> dict[str, Path]:
         if path.suffix.lower() not in SUFFIXES:
             continue
         if path.stem in files:
-            raise DatasetError(f"{path}: {files[path.stem].name} rates the same recording; "
-                               f"expected one file per recording")
+            raise DatasetError(
+                f"{path}: {files[path.stem].name} rates the same recording; expected one file per recording"
+            )
         files[path.stem] = path
     return files
 
@@ -134,23 +150,29 @@ def read_ratings(path: Path, fps: float) -> tuple[np.ndarray, np.ndarray]:
     time_col = next((lowered.index(n) for n in TIME_NAMES if n in lowered), None)
     value_col = lowered.index(VALUE_NAME) if VALUE_NAME in lowered else None
     if time_col is None or value_col is None:
-        raise DatasetError(f"{path}:{header_line}: expected a time column (frameTime or time) "
-                           f"and GoldStandard, got {', '.join(columns) or 'none'}")
+        raise DatasetError(
+            f"{path}:{header_line}: expected a time column (frameTime or time) "
+            f"and GoldStandard, got {', '.join(columns) or 'none'}"
+        )
     frames, values = [], []
     for line_no, fields in records:
         text = lines[line_no - 1]
         if len(fields) != len(columns):
-            raise DatasetError(f"{path}:{line_no}: expected {len(columns)} values "
-                               f"({', '.join(columns)}), got {text.strip()!r}")
+            raise DatasetError(
+                f"{path}:{line_no}: expected {len(columns)} values ({', '.join(columns)}), got {text.strip()!r}"
+            )
         time, value = _number(fields[time_col]), _number(fields[value_col])
         if time is None or time < 0 or value is None or abs(value) > 1:
-            raise DatasetError(f"{path}:{line_no}: expected a time >= 0 (seconds) and a "
-                               f"GoldStandard in [-1, 1], got {text.strip()!r}")
+            raise DatasetError(
+                f"{path}:{line_no}: expected a time >= 0 (seconds) and a GoldStandard in [-1, 1], got {text.strip()!r}"
+            )
         frame = round(time * fps) + 1
         if frames and frame <= frames[-1]:
-            raise DatasetError(f"{path}:{line_no}: expected increasing times one frame "
-                               f"(1/{fps:g} s) or more apart, got frame {frame} after "
-                               f"{frames[-1]}: {text.strip()!r}")
+            raise DatasetError(
+                f"{path}:{line_no}: expected increasing times one frame "
+                f"(1/{fps:g} s) or more apart, got frame {frame} after "
+                f"{frames[-1]}: {text.strip()!r}"
+            )
         frames.append(frame)
         values.append(value)
     if not frames:
@@ -175,25 +197,25 @@ def _arff_records(path: Path, lines: list[str]):
         if lowered.startswith("@attribute"):
             parts = text.split(None, 2)
             if len(parts) < 3:
-                raise DatasetError(f"{path}:{i + 1}: expected '@attribute <name> <type>', "
-                                   f"got {text!r}")
+                raise DatasetError(f"{path}:{i + 1}: expected '@attribute <name> <type>', got {text!r}")
             columns.append(parts[1].strip("'\""))
         elif lowered.startswith("@data"):
-            records = [(j + 1, [f.strip().strip("'\"") for f in lines[j].split(",")])
-                       for j in range(i + 1, len(lines))
-                       if lines[j].strip() and not lines[j].lstrip().startswith("%")]
+            records = [
+                (j + 1, [f.strip().strip("'\"") for f in lines[j].split(",")])
+                for j in range(i + 1, len(lines))
+                if lines[j].strip() and not lines[j].lstrip().startswith("%")
+            ]
             return columns, i + 1, records
-    raise DatasetError(f"{path}:{len(lines) + 1}: expected an '@data' line after the "
-                       f"@attribute declarations, got end of file")
+    raise DatasetError(
+        f"{path}:{len(lines) + 1}: expected an '@data' line after the @attribute declarations, got end of file"
+    )
 
 
 def _csv_records(path: Path, lines: list[str]):
     """(header names, 1, [(line number, fields)]) of a ``,`` or ``;`` separated CSV file."""
     if not lines:
-        raise DatasetError(f"{path}:1: expected a header line with a time column and "
-                           f"GoldStandard, got an empty file")
+        raise DatasetError(f"{path}:1: expected a header line with a time column and GoldStandard, got an empty file")
     sep = ";" if ";" in lines[0] else ","
     columns = [c.strip() for c in lines[0].split(sep)]
-    records = [(j + 1, [f.strip() for f in lines[j].split(sep)]) for j in range(1, len(lines))
-               if lines[j].strip()]
+    records = [(j + 1, [f.strip() for f in lines[j].split(sep)]) for j in range(1, len(lines)) if lines[j].strip()]
     return columns, 1, records
