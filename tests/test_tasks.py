@@ -51,7 +51,7 @@ def toy_run(toy_task, tmp_path_factory):
         level = np.repeat(rng.integers(0, 3, t // 10 + 1), 10)[:t]
         face = rng.random(t) > 0.1
         emb = rng.normal(size=(t, 6))
-        emb[:, 0] += 2.0 * level
+        emb[:, 0] += 3.0 * level
         frames = np.arange(1, t + 1)
         videos[f"v{i}"] = (emb * face[:, None], frames, face)
         rows.append(row(f"v{i}", toy_task.name, "validation" if i >= 4 else "train", level, np.ones(t, bool), frames))
@@ -91,13 +91,14 @@ def test_toy_task_trains_predicts_and_reports(toy_run):
 
 
 def test_official_entries_layouts():
-    assert list(TASKS) == ["va", "expr", "au", "clip", "eri"]
+    assert [n for n in TASKS if n != TOY.name] == ["va", "expr", "au", "clip", "eri"]
     assert TASKS["va"].column_names() == ["true_valence", "true_arousal", "pred_valence", "pred_arousal"]
     assert TASKS["expr"].column_names()[:3] == ["true", "pred", "prob_Neutral"]
     au = TASKS["au"].column_names()
     assert au[0] == "true_AU1" and au[12] == "prob_AU1" and au[24] == "pred_AU1" and len(au) == 36
-    assert [n for n, t in TASKS.items() if t.submission] == ["va", "expr", "au"]
-    assert {n: t.monitor for n, t in TASKS.items()} == {
+    official = {n: t for n, t in TASKS.items() if n != TOY.name}
+    assert [n for n, t in official.items() if t.submission] == ["va", "expr", "au"]
+    assert {n: t.monitor for n, t in official.items()} == {
         "va": "ccc_mean",
         "expr": "f1_macro",
         "au": "au_f1_mean",
