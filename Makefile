@@ -72,42 +72,42 @@ $(MEDIA): $(STAMP)
 
 data: $(STAMP) ## Write the dataset (DATASET=synthetic only: it is generated from SEED)
 	@if [ "$(DATASET)" != synthetic ]; then echo "make data: only DATASET=synthetic is generated; put $(DATASET) under $(DATA_ROOT) in its official layout (docs/datasets.md)" >&2; exit 2; fi
-	$(PY) -m data_manifests.synthetic --out $(DATA_ROOT) --seed $(SEED)
+	$(PY) -m data_manifests.synthetic --out "$(DATA_ROOT)" --seed $(SEED)
 
 extract: $(STAMP) ## Fill the feature cache CACHE_DIR/DATASET/BACKBONE.h5 (resumable: rerun after a stop)
-	$(PY) -m extract --dataset $(DATASET) --data-root $(DATA_ROOT) --backbone $(BACKBONE) \
-	  --cache-dir $(CACHE_DIR) --input $(INPUT) --workers $(WORKERS) --batch $(BATCH) \
+	$(PY) -m extract --dataset $(DATASET) --data-root "$(DATA_ROOT)" --backbone "$(BACKBONE)" \
+	  --cache-dir "$(CACHE_DIR)" --input $(INPUT) --workers $(WORKERS) --batch $(BATCH) \
 	  --detect-every $(DETECT_EVERY) $(if $(filter 1,$(SAVE_CROPS)),--save-crops) \
-	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(EMBEDDING_LAYER),--embedding-layer $(EMBEDDING_LAYER)) $(EXTRACT_ARGS)
+	  $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(EMBEDDING_LAYER),--embedding-layer "$(EMBEDDING_LAYER)") $(EXTRACT_ARGS)
 
 train: $(STAMP) ## Train MODEL on TASK from the cache; writes RUNS_DIR/<run id>/ (TRAIN_ARGS: more flags)
-	$(PY) -m train --dataset $(DATASET) --data-root $(DATA_ROOT) --backbone $(BACKBONE) --model $(MODEL) \
-	  --task $(TASK) --cache-dir $(CACHE_DIR) --runs-dir $(RUNS_DIR) --rebalance $(REBALANCE) --seed $(SEED) \
+	$(PY) -m train --dataset $(DATASET) --data-root "$(DATA_ROOT)" --backbone "$(BACKBONE)" --model $(MODEL) \
+	  --task $(TASK) --cache-dir "$(CACHE_DIR)" --runs-dir "$(RUNS_DIR)" --rebalance $(REBALANCE) --seed $(SEED) \
 	  $(TRAIN_ARGS)
 
 report: $(STAMP) ## Every run of RUNS_DIR -> REPORT_DIR/index.html + summary.md (open from disk)
-	$(PY) -m evaluate report --runs-dir $(RUNS_DIR) --report-dir $(REPORT_DIR)
+	$(PY) -m evaluate report --runs-dir "$(RUNS_DIR)" --report-dir "$(REPORT_DIR)"
 
 predict: $(STAMP) ## RUN=<run id> SPLIT=<split>: every frame, ABAW format -> RUNS_DIR/RUN/predictions_SPLIT/
 	@if [ -z "$(RUN)" ]; then echo "make predict: set RUN=<run id>, a folder of $(RUNS_DIR) (make report lists them)" >&2; exit 2; fi
-	$(PY) -m evaluate predict --run $(RUN) --split $(SPLIT) --runs-dir $(RUNS_DIR) --no-face $(NO_FACE) \
-	  $(if $(filter command line environment,$(origin DATA_ROOT) $(origin DATASET)),--data-root $(DATA_ROOT)) \
-	  $(if $(filter command line environment,$(origin CACHE_DIR)),--cache-dir $(CACHE_DIR))
+	$(PY) -m evaluate predict --run "$(RUN)" --split $(SPLIT) --runs-dir "$(RUNS_DIR)" --no-face $(NO_FACE) \
+	  $(if $(filter command line environment,$(origin DATA_ROOT) $(origin DATASET)),--data-root "$(DATA_ROOT)") \
+	  $(if $(filter command line environment,$(origin CACHE_DIR)),--cache-dir "$(CACHE_DIR)")
 
 finetune: $(STAMP) ## Fine-tune BACKBONE + a head on DATASET's face crops for TASK -> RUNS_DIR/<run id>/model.keras
-	$(PY) -m finetune train --dataset $(DATASET) --data-root $(DATA_ROOT) --backbone $(BACKBONE) --task $(TASK) \
-	  --rebalance $(REBALANCE) --seed $(SEED) --runs-dir $(RUNS_DIR) --cache-dir $(CACHE_DIR) \
-	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(FINETUNE_ARGS)
+	$(PY) -m finetune train --dataset $(DATASET) --data-root "$(DATA_ROOT)" --backbone "$(BACKBONE)" --task $(TASK) \
+	  --rebalance $(REBALANCE) --seed $(SEED) --runs-dir "$(RUNS_DIR)" --cache-dir "$(CACHE_DIR)" \
+	  $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(FINETUNE_ARGS)
 
 distill: $(STAMP) ## TEACHER=<fine-tuning run> STUDENT=<backbone>: a small student on the teacher's softened outputs
 	@if [ -z "$(TEACHER)" ]; then echo "make distill: set TEACHER=<run id>, a folder of $(RUNS_DIR) written by make finetune" >&2; exit 2; fi
-	$(PY) -m finetune distill --teacher $(TEACHER) --student $(STUDENT) --runs-dir $(RUNS_DIR) --cache-dir $(CACHE_DIR) \
+	$(PY) -m finetune distill --teacher "$(TEACHER)" --student "$(STUDENT)" --runs-dir "$(RUNS_DIR)" --cache-dir "$(CACHE_DIR)" \
 	  --seed $(SEED) $(DISTILL_ARGS)
 
 joint: $(STAMP) ## End-to-end CNN+RNN: BACKBONE + MODEL trained together on clips for TASK -> RUNS_DIR/<run id>/ (JOINT_ARGS)
-	$(PY) -m finetune joint --dataset $(DATASET) --data-root $(DATA_ROOT) --backbone $(BACKBONE) --model $(MODEL) \
-	  --task $(TASK) --rebalance $(REBALANCE) --seed $(SEED) --runs-dir $(RUNS_DIR) --cache-dir $(CACHE_DIR) \
-	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(JOINT_ARGS)
+	$(PY) -m finetune joint --dataset $(DATASET) --data-root "$(DATA_ROOT)" --backbone "$(BACKBONE)" --model $(MODEL) \
+	  --task $(TASK) --rebalance $(REBALANCE) --seed $(SEED) --runs-dir "$(RUNS_DIR)" --cache-dir "$(CACHE_DIR)" \
+	  $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(JOINT_ARGS)
 
 gpu-wheels: ## The cp312 wheels the GPU machine lacks (keras, mediapipe, fer, ...) -> .whl/ for bench/gpu_run.sh
 	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -147,4 +147,4 @@ test: lint $(MEDIA) ## Lint, then the test suite with the doctests (what CI runs
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean: ## Remove generated data, caches, runs and reports (keeps .venv)
-	rm -rf data/synthetic $(CACHE_DIR) $(RUNS_DIR) $(REPORT_DIR)
+	rm -rf data/synthetic "$(CACHE_DIR)" "$(RUNS_DIR)" "$(REPORT_DIR)"

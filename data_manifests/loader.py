@@ -187,6 +187,10 @@ def _read_toml(path: Path) -> dict:
         raise DatasetError(f"{path}: manifest not found") from err
     except tomllib.TOMLDecodeError as err:
         raise DatasetError(f"{path}: invalid TOML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise DatasetError(
+            f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); a manifest is a UTF-8 TOML file"
+        ) from err
 
 
 def _key_error(path: Path, key: str, expected: str) -> DatasetError:

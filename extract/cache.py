@@ -32,6 +32,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -138,6 +139,58 @@ def parts_dir_for(path: str | Path) -> Path:
     return path.with_name(path.stem + ".parts")
 
 
+class CacheLock:
+    """One extraction run owns a cache (and its sibling crops file) at a time.
+
+    An exclusive ``flock`` on ``<cache>.lock``, which holds the owner's pid, taken before anything
+    is merged or written and released when the run ends (the kernel releases it if the run is
+    killed). A second run refuses at once with one line naming that pid, so two runs never share
+    shard names and a start-up merge never folds in what a live run is writing.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "fer.h5"
+    >>> with CacheLock(path):
+    ...     CacheLock(path).__enter__()
+    Traceback (most recent call last):
+    extract.cache.CacheError: ... is being written by another extraction (pid ...); wait for it to finish ...
+    """
+
+    def __init__(self, path: str | Path):
+        self.cache = Path(path)
+        self.path = self.cache.with_name(self.cache.name + ".lock")
+        self._fd: int | None = None
+
+    def __enter__(self) -> "CacheLock":
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise CacheError(
+                f"{self.path}: cannot create the cache's lock file ({err.strerror}); "
+                f"make CACHE_DIR writable or choose another one"
+            ) from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise CacheError(
+                f"{self.cache}: is being written by another extraction (pid {holder}); wait for it to "
+                f"finish and run the same command again, or use another CACHE_DIR"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
 def _shard_name(video_id: str) -> str:
     # Video ids come from file names; keep the shard name a single path component.
     return video_id.replace("/", "__") + ".h5"
@@ -219,6 +272,7 @@ class VideoWriter(ShardWriter):
                 dtype=dtype,
                 chunks=(CHUNK_FRAMES, *tail),
                 compression=COMPRESSION,
+                fletcher32=True,  # a damaged chunk then fails to read instead of changing values
             )
             for name, (tail, dtype) in specs.items()
         }
@@ -390,7 +444,20 @@ class CacheReader:
                     f"{self.path}: video '{video_id}' is incomplete (extraction was interrupted); "
                     f"run `make extract` again to finish it"
                 )
-            data = {name: g[name][()] if name in fields else None for name in FIELDS}
+            try:
+                data = {name: g[name][()] if name in fields else None for name in FIELDS}
+            except OSError as err:  # fletcher32 or the decompressor found a damaged chunk
+                raise CacheError(
+                    f"{self.path}: video '{video_id}' is damaged (the HDF5 checksum or decompression failed: "
+                    f"{err}); restore the file from a copy, or delete it and run `make extract` again"
+                ) from err
+        if data["embeddings"] is not None:
+            bad = int(np.count_nonzero(~np.isfinite(data["embeddings"])))
+            if bad:
+                raise CacheError(
+                    f"{self.path}: video '{video_id}' holds non-finite embeddings ({bad} values): the "
+                    f"backbone overflowed float16 or the file was altered; delete it and run `make extract` again"
+                )
         return VideoFeatures(video_id=video_id, **data)
 
     def iter_videos(self, video_ids: list[str] | None = None) -> Iterator[VideoFeatures]:

@@ -86,7 +86,7 @@ class CropWriter(ShardWriter):
             "jpeg", shape=(0,), maxshape=(None,), chunks=(256,), dtype=h5py.vlen_dtype(np.uint8)
         )
         self._frames = self.group.create_dataset(
-            "frame_index", shape=(0,), maxshape=(None,), chunks=(256,), dtype=np.int32
+            "frame_index", shape=(0,), maxshape=(None,), chunks=(256,), dtype=np.int32, fletcher32=True
         )
 
     def append(self, frame_index, jpegs) -> None:

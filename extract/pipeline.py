@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import DEFAULT_BACKBONE, DataFields
-from extract.cache import CacheMeta, CacheReader, cache_path, merge_shards, parts_dir_for, summary_path
+from core.registry import ConfigError
+from extract.cache import CacheLock, CacheMeta, CacheReader, cache_path, merge_shards, parts_dir_for, summary_path
 from extract.job_loop import JobLoop
 from extract.worker import FaceSettings, Job, Subject, worker_main
 
@@ -85,6 +86,49 @@ class ExtractConfig(DataFields):
         """The config with ``data_root`` filled in (what the run summary records)."""
         return dataclasses.replace(self, data_root=self.root())
 
+    def validate(self) -> "ExtractConfig":
+        """Checks every numeric option's range (and the worker count against this machine); returns self."""
+        ceiling = max_workers()
+        checks = [
+            ("batch", self.batch >= 1, "must be >= 1"),
+            ("workers", self.workers >= 0, "must be >= 0 (0: one per core)"),
+            (
+                "workers",
+                self.workers <= ceiling,
+                f"must be at most {ceiling} on this machine ({os.cpu_count()} "
+                f"cores, {_available_gb():.1f} GB available, ~{WORKER_MB} MB per worker)",
+            ),
+            ("chunk", self.chunk >= 1, "must be >= 1"),
+            ("detect_every", self.detect_every >= 1, "must be >= 1 (1: detect on every frame)"),
+            ("min_score", 0 <= self.min_score <= 1, "must be in [0, 1]"),
+            ("margin", 0 <= self.margin <= 2, "must be in [0, 2] (a share of the face box side)"),
+            ("crop_size", self.crop_size >= 8, "must be >= 8 pixels"),
+            ("limit", self.limit >= 0, "must be >= 0 (0: all)"),
+            ("transport", self.transport in TRANSPORTS, f"must be one of {', '.join(TRANSPORTS)}"),
+        ]
+        for name, ok, why in checks:
+            if not ok:
+                raise ConfigError(f"--{name.replace('_', '-')} {why}, got {getattr(self, name)!r}")
+        return self
+
+
+WORKER_MB = 300  # a decode/detect worker peaks at 172 MB (docs/benchmarks.md); room for larger frames
+
+
+def _available_gb() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        return kb / 2**20
+    except (OSError, StopIteration, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") / 2**30
+
+
+def max_workers() -> int:
+    """The most decode/detect workers this machine holds: 4 per core, and what memory allows."""
+    by_memory = int(_available_gb() * 1024 // WORKER_MB)
+    return max(1, min(4 * (os.cpu_count() or 1), by_memory))
+
 
 def plan_jobs(samples, mode: str, done: set[str]) -> tuple[list[Job], list[str]]:
     """Jobs for every sample not yet in the cache, and the samples that lack this mode's input.
@@ -145,11 +189,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
     from extract.backbones import check_name, load_backbone
 
     start = time.perf_counter()
-    cfg = cfg.resolved()
-    if cfg.transport not in TRANSPORTS:
-        raise ValueError(f"--transport must be one of {', '.join(TRANSPORTS)}, got {cfg.transport!r}")
-    if cfg.detect_every < 1:
-        raise ValueError(f"--detect-every must be >= 1 (1: detect on every frame), got {cfg.detect_every}")
+    cfg = cfg.resolved().validate()
     check_name(cfg.backbone)
     manifest = load_manifest(cfg.dataset)
     table = samples(load_dataset(cfg.dataset, cfg.data_root))
@@ -160,9 +200,8 @@ def run_extract(cfg: ExtractConfig) -> dict:
             f"mode, whose cropped_aligned frames fine-tuning reads directly; add --input video "
             f"(INPUT=video) to save crops from the videos"
         )
-    if cfg.save_crops and cfg.crop_size < 8:
-        raise ValueError(f"--crop-size must be >= 8 pixels, got {cfg.crop_size}")
-    with _WorkerPool(cfg.workers or os.cpu_count() or 1, warm_up_detector=mode == "video") as pool:
+    out = cache_path(cfg.cache_dir, cfg.dataset, cfg.backbone)
+    with CacheLock(out), _WorkerPool(cfg.workers or os.cpu_count() or 1, warm_up_detector=mode == "video") as pool:
         backbone = load_backbone(
             cfg.backbone,
             weights=cfg.weights or None,

@@ -65,12 +65,14 @@ class TrainConfig(DataFields, RunFields):
     def validate(self) -> "TrainConfig":
         """Checks names against the registries and numbers against their ranges; returns self."""
         from core.tasks import TASKS
+        from extract.backbones import check_name
         from train.models import MODELS
         from train.rebalance import REBALANCE
 
         MODELS[self.model]
         TASKS[self.task]
         REBALANCE[self.rebalance]
+        check_name(self.backbone)  # before the cache lookup, whose advice (make extract) would not help
         positive = {
             "seq_len": self.seq_len,
             "epochs": self.epochs,

@@ -75,6 +75,30 @@ class ValidationScorer(keras.callbacks.Callback):
         logs[f"val_{self.task.monitor}"] = metrics[self.task.monitor]
 
 
+class StopOnNaN(keras.callbacks.Callback):
+    """Ends training with an error the moment the loss is not finite.
+
+    Keras' ``TerminateOnNaN`` stops quietly, after which the run would be scored and written like a
+    finished one; here the run ends without ``metrics.json``.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise FloatingPointError(f"loss became {float(loss)} at batch {batch}")
+
+
+def check_backbone(reader: CacheReader, backbone: str) -> None:
+    """The cache must hold what its name says: a file renamed or copied to another backbone's name
+    would otherwise train and be reported as that backbone."""
+    recorded = reader.meta.backbone
+    if cache_path("", "-", recorded).name != cache_path("", "-", backbone).name:
+        raise ValueError(
+            f"{reader.path}: records backbone '{recorded}', not '{backbone}' (renamed or copied?); use "
+            f"BACKBONE={recorded}, or run `make extract BACKBONE={backbone}` for a cache of that backbone"
+        )
+
+
 def run_id(cfg: TrainConfig) -> str:
     """``<dataset>-<backbone>-<task>-<model>-<rebalance>-s<seed>-<YYYYmmdd-HHMMSS>`` or ``cfg.run_name``."""
     if cfg.run_name:
@@ -104,6 +128,7 @@ def label_rows(cfg, table: pd.DataFrame | None) -> pd.DataFrame:
 def _callbacks(folder: RunFolder, scorer: ValidationScorer, cfg: TrainConfig, monitor: str) -> list:
     callbacks = [
         scorer,  # first: the callbacks below read the val_ keys it adds to the logs
+        StopOnNaN(),
         *folder.callbacks(monitor),
         keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience),
     ]
@@ -148,6 +173,7 @@ def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
 
     rows = label_rows(cfg, table)
     reader = CacheReader(cache_path(cfg.cache_dir, cfg.dataset, cfg.backbone))
+    check_backbone(reader, cfg.backbone)
     train_rows, val_rows, how = choose_splits(rows, cfg.seed, cfg.val_fraction)
     train, train_info = load_split(reader, train_rows, task)
     val, val_info = load_split(reader, val_rows, task)
@@ -210,6 +236,11 @@ def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
         if not folder.model_path.exists():
             raise
         log.warning("interrupted: scoring the best model saved so far")
+    except FloatingPointError as err:
+        raise ValueError(
+            f"{folder.path}: training stopped, the {err}; nothing was scored (no metrics.json): lower --lr, "
+            f"or check the cache (make extract) and the labels"
+        ) from err
 
     def score(best: keras.Model):
         table_val = predictions_table(val, predict_split(best, val, cfg.seq_len, cfg.batch_size))
