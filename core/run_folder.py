@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +39,7 @@ LABEL_DISTRIBUTION = "label_distribution.json"
 PREDICTIONS = "predictions_validation.csv"
 LOGS = "logs"
 EMBEDDING_LAYER = "embedding_layer.txt"
+BACKUP = "backup"  # keras.callbacks.BackupAndRestore's folder while a run trains; gone once it finished
 # The files the report draws its figures from.
 FIGURE_SOURCES = (HISTORY, LABEL_DISTRIBUTION, PREDICTIONS, METRICS)
 
@@ -79,6 +81,7 @@ class RunFolder:
     predictions_path = property(lambda self: self.path / PREDICTIONS)
     distribution_path = property(lambda self: self.path / LABEL_DISTRIBUTION)
     logs_dir = property(lambda self: self.path / LOGS)
+    backup_dir = property(lambda self: self.path / BACKUP)
 
     @classmethod
     def create(cls, runs_dir: str | Path, name: str) -> "RunFolder":
@@ -107,6 +110,51 @@ class RunFolder:
             )
         return cls(path)
 
+    @classmethod
+    def interrupted(cls, runs_dir: str | Path, cfg) -> "RunFolder | None":
+        """The newest run folder of ``runs_dir`` that trained with exactly ``cfg`` and was killed before
+        it finished (a ``backup/`` and no ``metrics.json``): the same command continues it there."""
+        want = json.loads(json.dumps(dataclasses.asdict(cfg)))
+        found = []
+        for config in Path(runs_dir).glob(f"*/{CONFIG}") if Path(runs_dir).is_dir() else []:
+            folder = cls(config.parent)
+            if not folder.backup_dir.is_dir() or folder.metrics_path.exists():
+                continue
+            try:
+                have = folder.read_config()
+            except ValueError:
+                continue
+            if {k: have.get(k) for k in want} == want:
+                found.append((config.stat().st_mtime, folder))
+        return max(found, key=lambda item: item[0])[1] if found else None
+
+    def resume_point(self, monitor: str) -> dict:
+        """Where an interrupted run continues: ``epoch`` (0: from the start), and the state the
+        callbacks had there (``best`` value of ``monitor`` and epochs ``wait``-ed since it).
+
+        ``history.csv`` is cut to the epochs the backup holds, so an epoch the kill interrupted after
+        it was logged is not logged twice.
+        """
+        meta = self.backup_dir / "training_metadata.json"
+        epoch = int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
+        if not epoch or not self.history_path.is_file():
+            return {"epoch": 0, "best": None, "wait": 0}
+        history = self.read_history()
+        history = history[history["epoch"] < epoch]
+        history.to_csv(self.history_path, index=False)
+        values = history[monitor].to_numpy(float) if monitor in history else np.array([])
+        if not np.isfinite(values).any():
+            return {"epoch": epoch, "best": None, "wait": 0}
+        best = int(np.nanargmax(values))
+        return {"epoch": epoch, "best": float(values[best]), "wait": len(values) - 1 - best}
+
+    def backup(self):
+        """``keras.callbacks.BackupAndRestore`` in this folder: weights, optimizer and epoch after
+        every epoch, restored by ``fit`` when the run is continued."""
+        import keras
+
+        return keras.callbacks.BackupAndRestore(str(self.backup_dir), save_freq="epoch", delete_checkpoint=False)
+
     def start(self, cfg, **extra) -> dict:
         """Writes ``config.json``: the resolved config's fields, the Keras version and backend, ``extra``."""
         import keras
@@ -124,15 +172,18 @@ class RunFolder:
     def write_distribution(self, dist: dict) -> None:
         write_json(self.distribution_path, dist)
 
-    def callbacks(self, monitor: str, append: bool = False) -> list:
+    def callbacks(self, monitor: str, append: bool = False, best: float | None = None) -> list:
         """The best model by ``monitor`` (max) to ``model.keras`` and every epoch to ``history.csv``.
 
-        ``append``: keep the rows of earlier ``fit`` calls (training in phases).
+        ``append``: keep the rows of earlier ``fit`` calls (training in phases, a continued run).
+        ``best``: the best value so far (a continued run), which a new checkpoint must beat.
         """
         import keras
 
         return [
-            keras.callbacks.ModelCheckpoint(str(self.model_path), monitor=monitor, mode="max", save_best_only=True),
+            keras.callbacks.ModelCheckpoint(
+                str(self.model_path), monitor=monitor, mode="max", save_best_only=True, initial_value_threshold=best
+            ),
             keras.callbacks.CSVLogger(str(self.history_path), append=append),
         ]
 
@@ -160,6 +211,7 @@ class RunFolder:
         if extra is not None:
             metrics.update(extra(best))
         self.write_metrics(metrics)
+        shutil.rmtree(self.backup_dir, ignore_errors=True)  # finished: nothing to continue
         return metrics
 
     def write_metrics(self, metrics: dict) -> None:

@@ -248,6 +248,11 @@ def build_file_model(path: str, input_size: tuple | None) -> BuiltModel:
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"Model file not found: {path} (expected BACKBONE=file:<path.keras>)")
+    if not zipfile.is_zipfile(file):  # Keras would say "File not found" about a file that exists
+        raise ValueError(
+            f"{path}: not a .keras archive (a .keras file is a zip; this one is truncated or another format); "
+            f"save the model again with model.save('<name>.keras')"
+        )
     try:
         model = keras.models.load_model(file, safe_mode=True, compile=False)
     except (ValueError, OSError, KeyError, zipfile.BadZipFile) as err:

@@ -204,12 +204,13 @@ class ShardWriter:
         video_id: the group name under ``/videos``.
         meta: the file attributes; every shard carries them so a merge can check they agree.
         source: the media path or frame folder, stored for the report.
+        fingerprint: ``extract.fingerprint.fingerprint(source)``, compared by later runs.
 
     Subclasses create their datasets in ``self.group`` and append to them; rows can come in any
     number of calls, so no video is ever held whole in memory.
     """
 
-    def __init__(self, parts_dir: str | Path, video_id: str, meta: CacheMeta, source: str = ""):
+    def __init__(self, parts_dir: str | Path, video_id: str, meta: CacheMeta, source: str = "", fingerprint: str = ""):
         self.parts_dir = Path(parts_dir)
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         self.video_id = video_id
@@ -221,6 +222,7 @@ class ShardWriter:
         self.group = self._file.require_group("videos").create_group(video_id)
         self.group.attrs["complete"] = False
         self.group.attrs["source"] = source
+        self.group.attrs["source_fingerprint"] = fingerprint
         self.n = 0
 
     def close(self) -> Path:
@@ -254,8 +256,8 @@ class ShardWriter:
 class VideoWriter(ShardWriter):
     """Streams one video's rows (:data:`FIELDS`) into its shard (:class:`ShardWriter`)."""
 
-    def __init__(self, parts_dir: str | Path, video_id: str, meta: CacheMeta, source: str = ""):
-        super().__init__(parts_dir, video_id, meta, source)
+    def __init__(self, parts_dir: str | Path, video_id: str, meta: CacheMeta, source: str = "", fingerprint: str = ""):
+        super().__init__(parts_dir, video_id, meta, source, fingerprint)
         dim = meta.embedding_dim
         specs = {
             "embeddings": ((dim,), np.float16),
@@ -412,6 +414,11 @@ class CacheReader:
             return sorted(
                 vid for vid, g in f["videos"].items() if not complete_only or bool(g.attrs.get("complete", False))
             )
+
+    def fingerprints(self) -> dict[str, str]:
+        """Video id -> the fingerprint of the source it was extracted from (``""``: not recorded)."""
+        with self._open() as f:
+            return {vid: _plain(g.attrs.get("source_fingerprint", "")) for vid, g in f["videos"].items()}
 
     def __contains__(self, video_id: str) -> bool:
         return video_id in self.video_ids()

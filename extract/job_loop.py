@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from extract.cache import VideoWriter
+from extract.fingerprint import fingerprint
 from extract.transport import RingAttached
 from extract.worker import FaceSettings, Job, JobDone, JobFailed, Rows
 
@@ -144,7 +145,9 @@ class JobLoop:
         msg = self.pool.rings.take(msg)  # crops out of the worker's ring, its slot freed
         job = self.by_id[msg.job_id]
         if msg.sample_id not in self.writers:
-            self.writers[msg.sample_id] = VideoWriter(self.parts, msg.sample_id, self.meta, source=job.path)
+            self.writers[msg.sample_id] = VideoWriter(
+                self.parts, msg.sample_id, self.meta, source=job.path, fingerprint=fingerprint(job.path)
+            )
             if self.crops:
                 self.crop_writers[msg.sample_id] = self.crops.writer(msg.sample_id, job.path)
         self.batcher.add(msg)

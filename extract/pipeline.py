@@ -62,6 +62,8 @@ class ExtractConfig(DataFields):
         precision: ``auto`` (mixed bfloat16 on a GPU with the jax backend, else float32),
             ``float32``, ``bfloat16`` or ``float16``.
         limit: extract at most this many videos (0: all).
+        refresh: extract again the cached videos whose source changed since (their fingerprint,
+            ``extract.fingerprint``, differs); without it they are listed and kept.
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -81,6 +83,7 @@ class ExtractConfig(DataFields):
     chunk: int = 64
     precision: str = "auto"
     limit: int = 0
+    refresh: bool = False
 
     def resolved(self) -> "ExtractConfig":
         """The config with ``data_root`` filled in (what the run summary records)."""
@@ -233,6 +236,17 @@ def _extract(cfg: ExtractConfig, pool: "_WorkerPool", backbone, table, mode: str
     if recovered:
         log.info("folded %d videos finished by an earlier, interrupted run into %s", len(recovered), out)
     done = set(CacheReader(out).video_ids())
+    changed = changed_sources(CacheReader(out), table, mode, done)
+    if changed and cfg.refresh:
+        log.info("extracting again %d videos whose source changed: %s", len(changed), ", ".join(changed[:5]))
+        done -= set(changed)
+    elif changed:
+        log.warning(
+            "%d cached videos changed on disk since they were extracted (e.g. '%s'): their embeddings are "
+            "kept; run again with --refresh (EXTRACT_ARGS=--refresh) to extract them again",
+            len(changed),
+            changed[0],
+        )
     if crops:  # a video cached without its crops is extracted again
         done &= set(CacheReader(crops.path).video_ids())
     jobs, missing = plan_jobs(table, mode, done)
@@ -252,6 +266,8 @@ def _extract(cfg: ExtractConfig, pool: "_WorkerPool", backbone, table, mode: str
         "samples": int(len(table)),
         "skipped_done": len(done & set(table.sample_id)),
         "missing_input": missing,
+        "changed_sources": changed,
+        "refreshed": bool(cfg.refresh and changed),
         "done": 0,
         "failed": [],
         "frames": 0,
@@ -277,6 +293,19 @@ def _extract(cfg: ExtractConfig, pool: "_WorkerPool", backbone, table, mode: str
     if jobs or not summary_path(out).exists():  # a run with nothing to do keeps the last real summary
         summary_path(out).write_text(json.dumps(summary, indent=2, sort_keys=True))
     return summary
+
+
+def changed_sources(reader: CacheReader, table, mode: str, done: set[str]) -> list[str]:
+    """The cached samples whose source (frames folder or video) no longer has its stored fingerprint."""
+    from extract.fingerprint import changed, fingerprint
+
+    stored = reader.fingerprints()
+    out = []
+    for row in table.itertuples(index=False):
+        source = row.frames_dir if mode == "frames" else row.media_path
+        if row.sample_id in done and source and changed(stored.get(row.sample_id, ""), fingerprint(source)):
+            out.append(row.sample_id)
+    return sorted(out)
 
 
 class _WorkerPool:

@@ -185,7 +185,13 @@ def _read_jpg(path: Path) -> np.ndarray:
     # Some writers pad after it, hence the search in the last bytes instead of an exact suffix.
     tail = data[-64:].tobytes()
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None or b"\xff\xd9" not in tail:
+    is_jpeg = data[:2].tobytes() == b"\xff\xd8"
+    if bgr is None and not is_jpeg:
+        raise SourceError(
+            f"{path}: not an image ({'empty file' if not data.size else 'no JPEG or other image header'}); "
+            "replace it, or delete it so that the frame counts as a frame without a face"
+        )
+    if bgr is None or (is_jpeg and b"\xff\xd9" not in tail):  # another format under a .jpg name decodes as is
         raise SourceError(
             f"{path}: not a decodable JPEG (corrupt or truncated); replace it, or delete it so that "
             "the frame counts as a frame without a face"

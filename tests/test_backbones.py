@@ -354,7 +354,7 @@ def test_file_backbone_errors_name_the_file(tmp_path, tiny_keras_file):
     not_keras.write_text("not a model")
     with pytest.raises(ValueError) as info:
         load_backbone(f"file:{not_keras}")
-    assert str(info.value).startswith(f"{not_keras}: not a loadable Keras model (.keras)")
+    assert str(info.value).startswith(f"{not_keras}: not a .keras archive")
     assert "\n" not in str(info.value)
     path, _ = tiny_keras_file
     with pytest.raises(ValueError, match="carries its own weights"):

@@ -206,3 +206,132 @@ def test_run_json_that_is_not_an_object(tmp_path, content):
 def test_train_config_errors_are_config_errors():
     with pytest.raises(ConfigError, match="--batch-size must be >= 1"):
         TrainConfig(batch_size=0).validate()
+
+
+# 9. Training survives a kill.
+KILLED_RUN = """
+import os, signal, sys
+import keras, pandas as pd
+import train.run as run
+from train.config import TrainConfig
+
+cfg = TrainConfig(**eval(sys.argv[1]))
+table = pd.read_pickle(sys.argv[2])
+
+
+class KillInEpoch(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 2 and batch == 1:  # the middle of the third epoch
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+callbacks = run._callbacks
+run._callbacks = lambda *args: [*callbacks(*args), KillInEpoch()]
+run.run_training(cfg, table=table)
+"""
+
+
+@pytest.mark.slow
+def test_training_continues_after_kill_9(tmp_path):
+    """kill -9 in epoch 3, the same command again: the run continues in its own folder from epoch 3
+    and ends with the metrics of an uninterrupted run of the same seed."""
+    cache, table = random_dataset(tmp_path / "cache", "expr", n_videos=5, n_val=2, seed=4, base_len=120)
+    table.to_pickle(tmp_path / "table.pkl")
+    settings = dict(
+        cache_dir=str(tmp_path / "cache"),
+        seq_len=16,
+        epochs=6,
+        patience=10,
+        batch_size=8,
+        layers=1,
+        units=16,
+        jit_compile="off",
+        verbose=0,
+        seed=3,
+    )
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLED_RUN,
+            repr({**settings, "runs_dir": str(tmp_path / "runs")}),
+            str(tmp_path / "table.pkl"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    (half,) = (tmp_path / "runs").iterdir()
+    assert (half / "backup").is_dir() and not (half / "metrics.json").exists()
+    assert len((half / "history.csv").read_text().splitlines()) == 1 + 2  # epochs 1 and 2 logged
+
+    resumed = run_training(TrainConfig(**settings, runs_dir=str(tmp_path / "runs")), table=table)
+    assert resumed == half and len(list((tmp_path / "runs").iterdir())) == 1
+    assert not (half / "backup").exists()
+    history = (half / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == [str(e) for e in range(6)]
+
+    whole = run_training(TrainConfig(**settings, runs_dir=str(tmp_path / "whole")), table=table)
+    got, want = (json.loads((d / "metrics.json").read_text()) for d in (resumed, whole))
+    assert got["best_epoch"] == want["best_epoch"] and got["epochs_run"] == want["epochs_run"] == 6
+    assert {k: got[k] for k in ("f1_macro", "accuracy")} == {k: want[k] for k in ("f1_macro", "accuracy")}
+    # TensorFlow on CPU continues bit for bit: weights, optimizer, dropout seeds and batch order restored.
+    assert (resumed / "predictions_validation.csv").read_bytes() == (whole / "predictions_validation.csv").read_bytes()
+
+
+# 4. A source that changed after extraction is named, and re-extracted on request.
+def test_changed_sources_are_named_and_refreshed(tmp_path, caplog):
+    generate(tmp_path / "data", seed=2, n_clips=3, min_frames=20, max_frames=22, raw_videos=0)
+    cfg = ExtractConfig(
+        dataset="synthetic", data_root=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), workers=1
+    )
+    first = run_extract(cfg)
+    cache = cache_path(cfg.cache_dir, "synthetic", "fer")
+    sample = sorted(CacheReader(cache).video_ids())[0]
+    before = CacheReader(cache).read(sample).embeddings
+    frame = sorted((tmp_path / "data" / "cropped_aligned" / sample).glob("*.jpg"))[0]
+    frame.write_bytes((tmp_path / "data" / "cropped_aligned" / sample / "00002.jpg").read_bytes())
+    bytes_before = _digest(cache)
+
+    again = run_extract(cfg)
+    assert again["changed_sources"] == [sample] and again["done"] == 0
+    assert "--refresh" in caplog.text and sample in caplog.text
+    assert _digest(cache) == bytes_before  # kept until asked
+
+    refreshed = run_extract(ExtractConfig(**{**cfg.__dict__, "refresh": True}))
+    assert refreshed["refreshed"] and refreshed["done"] == 1
+    after = CacheReader(cache).read(sample).embeddings
+    assert not np.array_equal(after[0], before[0]) and np.array_equal(after[1:], before[1:])
+    assert run_extract(cfg)["changed_sources"] == [] and first["done"] == len(CacheReader(cache).video_ids())
+
+
+# 8. Messages that say what is wrong.
+def test_a_png_named_jpg_is_read_and_garbage_is_not_called_truncated(tmp_path):
+    import cv2
+
+    from extract.sources import SourceError, iter_frame_folder
+
+    image = np.zeros((20, 16, 3), np.uint8)
+    image[:, :8] = 200
+    cv2.imwrite(str(tmp_path / "00001.png"), image)
+    (tmp_path / "00001.png").rename(tmp_path / "00001.jpg")
+    ((_, rgb),) = list(iter_frame_folder(tmp_path))
+    assert rgb.shape == (20, 16, 3) and rgb[0, 0, 0] == 200
+    (tmp_path / "00001.jpg").write_bytes(b"GIF? no: plain text")
+    with pytest.raises(SourceError, match=r"00001.jpg: not an image \(no JPEG or other image header\)"):
+        list(iter_frame_folder(tmp_path))
+
+
+def test_a_truncated_model_file_is_not_called_missing(tmp_path):
+    from extract.backbones import load_backbone
+
+    bad = tmp_path / "model.keras"
+    bad.write_bytes(b"PK\x03\x04 cut here")
+    with pytest.raises(ValueError, match=r"model.keras: not a .keras archive") as info:
+        load_backbone(f"file:{bad}")
+    assert "File not found" not in str(info.value)

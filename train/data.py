@@ -133,11 +133,13 @@ def load_split(reader: CacheReader, rows: pd.DataFrame, task: TaskSpec) -> tuple
     if len(missing) == len(rows):
         raise ValueError(
             f"{reader.path}: none of the {len(rows)} samples of this split is in the cache "
-            f"(e.g. '{missing[0]}'); run `make extract` for this dataset and backbone"
+            f"(e.g. '{missing[0]}'); run `make extract` for this dataset and backbone (the extraction "
+            f"summary <backbone>.extract.json lists the samples it found no frames or video for)"
         )
     if missing:
         log.warning(
-            "%s: %d of %d samples are not in the cache and are left out (e.g. %s); run `make extract` to add them",
+            "%s: %d of %d samples are not in the cache and are left out (e.g. %s); `make extract` adds those "
+            "whose frames or video exist (its summary lists the ones without input)",
             reader.path,
             len(missing),
             len(rows),
@@ -313,6 +315,11 @@ class WindowDataset(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         if self._rng is not None:
             self._order = self._rng.permutation(len(self.sample))
+
+    def skip_epochs(self, n: int) -> None:
+        """Draws the orders of ``n`` epochs, so a continued run sees the batches it would have seen."""
+        for _ in range(n):
+            self.on_epoch_end()
 
     def __getitem__(self, index: int):
         pick = self._order[index * self.batch_size : (index + 1) * self.batch_size]

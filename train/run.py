@@ -125,18 +125,45 @@ def label_rows(cfg, table: pd.DataFrame | None) -> pd.DataFrame:
     return rows
 
 
-def _callbacks(folder: RunFolder, scorer: ValidationScorer, cfg: TrainConfig, monitor: str) -> list:
+class ContinuedEarlyStopping(keras.callbacks.EarlyStopping):
+    """``EarlyStopping`` that starts from the best value and patience spent of an interrupted run."""
+
+    def __init__(self, *args, best: float | None = None, wait: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._continued = (best, wait)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        best, wait = self._continued
+        if best is not None:
+            self.best, self.wait = best, wait
+
+
+def _open_folder(cfg: TrainConfig, reader: CacheReader, info: dict, dist: dict) -> RunFolder:
+    """The interrupted run of this exact config, to continue, or a new run folder."""
+    folder = RunFolder.interrupted(cfg.runs_dir, cfg)
+    if folder is not None:
+        return folder
+    folder = RunFolder.create(cfg.runs_dir, run_id(cfg))
+    folder.start(cfg, cache=str(reader.path), cache_meta=dataclasses.asdict(reader.meta), data=info)
+    folder.write_distribution(dist)
+    return folder
+
+
+def _callbacks(folder: RunFolder, scorer: ValidationScorer, cfg: TrainConfig, monitor: str, resume: dict) -> list:
     callbacks = [
         scorer,  # first: the callbacks below read the val_ keys it adds to the logs
         StopOnNaN(),
-        *folder.callbacks(monitor),
-        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience),
+        *folder.callbacks(monitor, append=bool(resume["epoch"]), best=resume["best"]),
+        ContinuedEarlyStopping(
+            monitor=monitor, mode="max", patience=cfg.patience, best=resume["best"], wait=resume["wait"]
+        ),
     ]
     if importlib.util.find_spec("tensorflow") is not None:  # Keras writes TensorBoard events with tf.summary
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(folder.logs_dir), write_graph=False))
     else:
         log.warning("tensorflow is not installed: no TensorBoard logs in %s", folder.logs_dir)
-    return callbacks
+    return [*callbacks, folder.backup()]  # last: an epoch is backed up once every callback has seen it
 
 
 def _log_distribution(dist: dict) -> None:
@@ -207,28 +234,25 @@ def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
         jit_compile={"auto": "auto", "on": True, "off": False}[cfg.jit_compile],
     )
 
-    folder = RunFolder.create(cfg.runs_dir, run_id(cfg))
-    folder.start(
-        cfg,
-        cache=str(reader.path),
-        cache_meta=dataclasses.asdict(reader.meta),
-        data={
-            "split": how,
-            "train": train_info,
-            "validation": val_info,
-            "train_windows": int(len(sample)),
-            "embedding_dim": int(mean.shape[0]),
-            "parameters": int(model.count_params()),
-        },
-    )
-    folder.write_distribution(dist)
-
+    info = {
+        "split": how,
+        "train": train_info,
+        "validation": val_info,
+        "train_windows": int(len(sample)),
+        "embedding_dim": int(mean.shape[0]),
+        "parameters": int(model.count_params()),
+    }
+    folder = _open_folder(cfg, reader, info, dist)
+    resume = folder.resume_point(monitor)
+    if resume["epoch"]:
+        log.info("continuing the interrupted run %s at epoch %d", folder.path, resume["epoch"] + 1)
+        dataset.skip_epochs(resume["epoch"])
     scorer = ValidationScorer(val, cfg, task)
     try:
         model.fit(
             dataset,
             epochs=cfg.epochs,
-            callbacks=_callbacks(folder, scorer, cfg, monitor),
+            callbacks=_callbacks(folder, scorer, cfg, monitor, resume),
             verbose=cfg.verbose,
             shuffle=False,
         )
