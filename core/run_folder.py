@@ -87,14 +87,19 @@ class RunFolder:
     def create(cls, runs_dir: str | Path, name: str) -> "RunFolder":
         """Creates ``<runs_dir>/<name>``; never reuses one (a second run in the same second gets ``-2``)."""
         base = Path(runs_dir) / name
-        base.parent.mkdir(parents=True, exist_ok=True)
         for k in range(1, 1000):
             path = base if k == 1 else base.with_name(f"{base.name}-{k}")
             try:
+                base.parent.mkdir(parents=True, exist_ok=True)
                 path.mkdir()
                 return cls(path)
             except FileExistsError:
                 continue
+            except OSError as err:
+                raise RunFolderError(
+                    f"{runs_dir}: cannot create the run folder ({err.strerror}); make RUNS_DIR writable or "
+                    f"choose another one"
+                ) from err
         raise FileExistsError(f"{base}: 999 runs with this name exist; choose another --run-name")
 
     @classmethod

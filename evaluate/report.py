@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from core import run_folder as rf
-from core.run_folder import RunFolder
+from core.run_folder import RunFolder, RunFolderError
 from core.tasks import TASKS, TaskSpec
 from evaluate import report_html as render
 from evaluate.confusion import write_confusion
@@ -417,7 +417,14 @@ def build_report(runs_dir: str | Path, report_dir: str | Path) -> dict[str, Path
         FileNotFoundError: ``runs_dir`` does not exist.
     """
     report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        (report_dir / ".write-test").touch()
+        (report_dir / ".write-test").unlink()
+    except OSError as err:
+        raise RunFolderError(
+            f"{report_dir}: cannot write the report there ({err.strerror}); make REPORT_DIR writable or choose another"
+        ) from err
     runs = collect_runs(runs_dir)
     figures = {}
     for r in runs:

@@ -191,6 +191,25 @@ class CacheLock:
             self._fd = None
 
 
+SPACE_MARGIN = 4 * 2**20  # HDF5 must never meet a full disk mid-write: it can crash instead of raising
+
+
+def ensure_space(path: Path, need: int) -> None:
+    """Refuses, before writing, when the file system of ``path`` lacks ``need`` bytes (plus a margin).
+
+    Finished videos (the main file and closed shards) are never touched by this error.
+    """
+    folder = Path(path).parent
+    stats = os.statvfs(folder)
+    free = stats.f_bavail * stats.f_frsize
+    if free < need + SPACE_MARGIN:
+        raise CacheError(
+            f"{folder}: no space left for the cache ({free / 2**20:.1f} MiB free, about "
+            f"{(need + SPACE_MARGIN) / 2**20:.1f} MiB needed); the videos already finished are kept: free "
+            f"some space (or choose another CACHE_DIR) and run the same command again to continue"
+        )
+
+
 def _shard_name(video_id: str) -> str:
     # Video ids come from file names; keep the shard name a single path component.
     return video_id.replace("/", "__") + ".h5"
@@ -296,6 +315,7 @@ class VideoWriter(ShardWriter):
                 f"{self.tmp_path}: embeddings of shape {rows['embeddings'].shape[1:]}, "
                 f"expected ({self.meta.embedding_dim},)"
             )
+        ensure_space(self.tmp_path, 2 * sum(arr.nbytes for arr in rows.values()))
         for name, arr in rows.items():
             dset = self._dsets[name]
             dset.resize(self.n + k, axis=0)
@@ -336,6 +356,7 @@ def merge_shards(path: str | Path, parts_dir: str | Path, meta: CacheMeta) -> li
             _write_empty(path, meta)
         return []
     tmp = path.with_name(path.name + ".merging")
+    ensure_space(path, (path.stat().st_size if path.exists() else 0) + sum(s.stat().st_size for s in shards))
     if path.exists():
         CacheReader(path)  # refuses a foreign or damaged file before anything is built on it
         shutil.copyfile(path, tmp)

@@ -35,7 +35,7 @@ import cv2
 import h5py
 import numpy as np
 
-from extract.cache import CacheError, CacheMeta, CacheReader, ShardWriter
+from extract.cache import CacheError, CacheMeta, CacheReader, ShardWriter, ensure_space
 
 DEFAULT_CROP_SIZE = 112
 JPEG_QUALITY = 90
@@ -97,6 +97,7 @@ class CropWriter(ShardWriter):
         k = len(frame_index)
         if not k:
             return
+        ensure_space(self.tmp_path, 2 * (sum(len(j) for j in jpegs) + frame_index.nbytes))
         self._jpeg.resize(self.n + k, axis=0)
         self._frames.resize(self.n + k, axis=0)
         # An object array of 1-D arrays (a plain np.array of equal-length ones would be 2-D).

@@ -335,3 +335,93 @@ def test_a_truncated_model_file_is_not_called_missing(tmp_path):
     with pytest.raises(ValueError, match=r"model.keras: not a .keras archive") as info:
         load_backbone(f"file:{bad}")
     assert "File not found" not in str(info.value)
+
+
+# 7. A full disk is one line, keeps the finished videos, and a rerun continues.
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.decode().strip()})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_keeps_finished_videos_and_a_rerun_continues(tmp_path, small_disk, capsys):
+    generate(tmp_path / "data", seed=6, n_clips=8, min_frames=40, max_frames=60, raw_videos=0)
+    args = ["--data-root", str(tmp_path / "data"), "--cache-dir", str(small_disk / "cache"), "--workers", "1"]
+    filler = small_disk / "filler"
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    filler.write_bytes(b"\0" * (free - 4 * 2**20 - 200 * 2**10))  # room for the margin and a few videos
+    code = extract_main(args)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and not ln.startswith("extract synthetic")]
+    assert code == 2 and len(err) == 1 and "no space left for the cache" in err[0]
+    assert "already finished are kept" in err[0] and "run the same command again" in err[0]
+    parts = small_disk / "cache" / "synthetic" / "fer.parts"
+    kept = sorted(p.name for p in parts.glob("*.h5")) if parts.is_dir() else []
+
+    filler.unlink()
+    assert extract_main(args) == 0
+    out = capsys.readouterr().out
+    expected = sorted(samples(load_dataset("synthetic", tmp_path / "data"))["sample_id"])
+    assert CacheReader(cache_path(small_disk / "cache", "synthetic", "fer")).video_ids() == expected
+    assert kept, "no video finished before the disk filled: the test's sizes need a look"
+    assert f"{len(expected) - len(kept)} videos done, {len(kept)} already cached" in out
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({made.stderr.decode().strip()})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_read_only_output_folders_are_one_line(small_tree, read_only_dir, tmp_path, capsys):
+    from evaluate.__main__ import main as evaluate_main
+
+    root, cfg = small_tree
+    assert extract_main(["--data-root", cfg.data_root, "--cache-dir", str(read_only_dir / "cache")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot create the cache's lock file (Read-only file system)" in err[0]
+
+    code = train_main(
+        [
+            "--data-root",
+            cfg.data_root,
+            "--cache-dir",
+            cfg.cache_dir,
+            "--runs-dir",
+            str(read_only_dir / "runs"),
+            "--epochs",
+            "1",
+            "--seq-len",
+            "8",
+            "--verbose",
+            "0",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "cannot create the run folder (Read-only file system)" in err[-1]
+
+    (tmp_path / "runs").mkdir()
+    code = evaluate_main(["report", "--runs-dir", str(tmp_path / "runs"), "--report-dir", str(read_only_dir / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "cannot write the report there (Read-only file system)" in err[-1]
+
+
+def test_an_unreadable_label_file_is_a_dataset_error(tmp_path):
+    from data_manifests.layouts.affwild2 import parse_label_file
+    from data_manifests.schema import DatasetError
+
+    folder_named_like_a_file = tmp_path / "video.txt"
+    folder_named_like_a_file.mkdir()
+    with pytest.raises(DatasetError, match=r"video.txt: cannot be read \(Is a directory\)"):
+        parse_label_file(folder_named_like_a_file, "va")

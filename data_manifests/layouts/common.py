@@ -165,6 +165,8 @@ def read_text(path: Path) -> str:
         raise DatasetError(
             f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); expected a plain-text label file"
         ) from err
+    except OSError as err:  # a permission problem, a folder under a file's name, an I/O error
+        raise DatasetError(f"{path}: cannot be read ({err.strerror}); check that it is a readable file") from err
 
 
 def parse_floats(path: Path, lines: list[str], first_line: int, width: int, expected: str) -> np.ndarray:
