@@ -170,6 +170,26 @@ class TaskSpec:
         return {"units": int(labels.shape[0]), **self.grouping.distribution(self.labels.names, labels, bins)}
 
 
+def class_task(name: str, labels: LabelSpec, description: str, **fields) -> TaskSpec:
+    """A classification task: softmax, masked cross-entropy, macro F1 and accuracy, a confusion
+    matrix, undersampling by class; ``fields`` override any of them (``submission=True``, ...)."""
+    return TaskSpec(
+        **{
+            "name": name,
+            "labels": labels,
+            "activation": "softmax",
+            "loss": lambda cfg: "MaskedSparseCELoss",
+            "monitor": "f1_macro",
+            "headline": ("f1_macro", "accuracy"),
+            "score": kinds.class_scores,
+            "grouping": kinds.BY_CLASS,
+            "plots": ("confusion",),
+            "description": description,
+            **fields,
+        }
+    )
+
+
 TASKS: Registry[TaskSpec] = Registry("task", "--task / TASK")
 TASKS.register(
     "va",
@@ -191,18 +211,11 @@ TASKS.register(
 )
 TASKS.register(
     "expr",
-    TaskSpec(
-        name="expr",
-        labels=LABELS["expr"],
-        activation="softmax",
-        loss=lambda cfg: "MaskedSparseCELoss",
-        monitor="f1_macro",
-        headline=("f1_macro", "accuracy"),
-        score=kinds.class_scores,
-        grouping=kinds.BY_CLASS,
+    class_task(
+        "expr",
+        LABELS["expr"],
+        "8 expression classes per frame, masked cross-entropy (metric f1_macro)",
         submission=True,
-        plots=("confusion",),
-        description="8 expression classes per frame, masked cross-entropy (metric f1_macro)",
     ),
 )
 TASKS.register(
@@ -223,17 +236,8 @@ TASKS.register(
 )
 TASKS.register(
     "clip",
-    TaskSpec(
-        name="clip",
-        labels=LABELS["clip"],
-        activation="softmax",
-        loss=lambda cfg: "MaskedSparseCELoss",
-        monitor="f1_macro",
-        headline=("f1_macro", "accuracy"),
-        score=kinds.class_scores,
-        grouping=kinds.BY_CLASS,
-        plots=("confusion",),
-        description="one class per clip (AFEW), outputs pooled over time, cross-entropy (metric f1_macro)",
+    class_task(
+        "clip", LABELS["clip"], "one class per clip (AFEW), outputs pooled over time, cross-entropy (metric f1_macro)"
     ),
 )
 TASKS.register(

@@ -338,15 +338,19 @@ def test_a_truncated_model_file_is_not_called_missing(tmp_path):
 
 
 # 7. A full disk is one line, keeps the finished videos, and a rerun continues.
+def _tmpfs(folder: Path, options: str):
+    """A real small file system (tmpfs) mounted on ``folder``, unmounted after the test."""
+    folder.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if made.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.decode().strip()})")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode:
-        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.decode().strip()})")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    yield from _tmpfs(tmp_path / "disk", "size=8m")
 
 
 @pytest.mark.slow
@@ -374,13 +378,7 @@ def test_a_full_disk_keeps_finished_videos_and_a_rerun_continues(tmp_path, small
 
 @pytest.fixture
 def read_only_dir(tmp_path):
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({made.stderr.decode().strip()})")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    yield from _tmpfs(tmp_path / "ro", "ro,size=1m")
 
 
 @pytest.mark.slow

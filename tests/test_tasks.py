@@ -6,8 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from core import task_kinds as kinds
-from core.tasks import TASKS, TaskSpec
+from core.tasks import TASKS, class_task
 from data_manifests.schema import LabelSpec
 from evaluate.predict import predict_run
 from evaluate.report import build_report
@@ -18,18 +17,11 @@ from train.run import run_training
 pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
 
 LEVELS = ("low", "mid", "high")
-TOY = TaskSpec(
-    name="toy_arousal_level",
-    labels=LabelSpec(LEVELS, "class", -1),
-    activation="softmax",
-    loss=lambda cfg: "MaskedSparseCELoss",
-    monitor="f1_macro",
-    headline=("f1_macro", "accuracy"),
-    score=kinds.class_scores,
-    grouping=kinds.BY_CLASS,
+TOY = class_task(
+    "toy_arousal_level",
+    LabelSpec(LEVELS, "class", -1),
+    "three arousal levels per frame (a toy task registered by a test)",
     submission=True,
-    plots=("confusion",),
-    description="three arousal levels per frame (a toy task registered by a test)",
 )
 
 
