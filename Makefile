@@ -23,6 +23,9 @@ TRAIN_ARGS   ?=
 RUN          ?=
 SPLIT        ?= validation
 NO_FACE      ?= auto
+VIDEO        ?=
+ANALYSIS_DIR ?= analysis
+ANALYZE_ARGS ?=
 TEACHER      ?=
 STUDENT      ?= mobilenetv2
 FINETUNE_ARGS ?=
@@ -41,7 +44,7 @@ export KERAS_BACKEND
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data extract train report predict finetune distill joint gpu-wheels bench demo lint format test media clean
+.PHONY: help setup data extract train report predict analyze finetune distill joint gpu-wheels bench demo lint format test media clean
 
 help: ## List the targets and the variables they read
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -93,6 +96,12 @@ predict: $(STAMP) ## RUN=<run id> SPLIT=<split>: every frame, ABAW format -> RUN
 	$(PY) -m evaluate predict --run "$(RUN)" --split $(SPLIT) --runs-dir "$(RUNS_DIR)" --no-face $(NO_FACE) \
 	  $(if $(filter command line environment,$(origin DATA_ROOT) $(origin DATASET)),--data-root "$(DATA_ROOT)") \
 	  $(if $(filter command line environment,$(origin CACHE_DIR)),--cache-dir "$(CACHE_DIR)")
+
+analyze: $(STAMP) ## VIDEO=<file or folder> RUN=<run id>: per-frame table, overlay video, timeline -> ANALYSIS_DIR/<video>/
+	@if [ -z "$(VIDEO)" ] || [ -z "$(RUN)" ]; then echo "make analyze: set VIDEO=<video file or folder> and RUN=<run id> (make report lists the runs)" >&2; exit 2; fi
+	$(PY) -m evaluate analyze --video "$(VIDEO)" --run "$(RUN)" --runs-dir "$(RUNS_DIR)" --analysis-dir "$(ANALYSIS_DIR)" \
+	  --workers $(WORKERS) --batch $(BATCH) --no-face $(NO_FACE) \
+	  $(if $(filter command line environment,$(origin DETECT_EVERY)),--detect-every $(DETECT_EVERY)) $(ANALYZE_ARGS)
 
 finetune: $(STAMP) ## Fine-tune BACKBONE + a head on DATASET's face crops for TASK -> RUNS_DIR/<run id>/model.keras
 	$(PY) -m finetune train --dataset $(DATASET) --data-root "$(DATA_ROOT)" --backbone "$(BACKBONE)" --task $(TASK) \
@@ -146,5 +155,5 @@ format: $(STAMP) ## Apply ruff's import order and format to the tree
 test: lint $(MEDIA) ## Lint, then the test suite with the doctests (what CI runs; PYTEST_ARGS="-m 'not slow'": the quick loop)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-clean: ## Remove generated data, caches, runs and reports (keeps .venv)
-	rm -rf data/synthetic "$(CACHE_DIR)" "$(RUNS_DIR)" "$(REPORT_DIR)"
+clean: ## Remove generated data, caches, runs, reports and analyses (keeps .venv)
+	rm -rf data/synthetic "$(CACHE_DIR)" "$(RUNS_DIR)" "$(REPORT_DIR)" "$(ANALYSIS_DIR)"

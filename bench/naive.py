@@ -22,7 +22,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def naive_rate(clip: str, backbone, detector: str, max_frames: int, margin: float = 0.25) -> dict:
+def naive_rate(clip: str, backbone, detector: str, max_frames: int, margin: float | None = None) -> dict:
     """Frames per second of the naive loop over the first ``max_frames`` frames of ``clip``.
 
     The detector and the model's first call (graph building) are set up before the clock starts,
@@ -31,13 +31,15 @@ def naive_rate(clip: str, backbone, detector: str, max_frames: int, margin: floa
     Args:
         clip: the video. backbone: an ``extract.backbones.Backbone`` (its ``model`` is called).
         detector: an ``extract.faces.DETECTOR_MODELS`` name. max_frames: where to stop.
-        margin: crop margin, as the pipeline's default.
+        margin: crop margin; None: the backbone's crop policy, as the pipeline's default.
 
     Returns:
         ``naive_fps``, ``naive_frames`` and the size of the frame list in MiB.
     """
-    from extract.backbones import to_model_input
+    from extract.backbones import crop_policy, to_model_input
     from extract.faces import FaceDetector, crop_face
+
+    margin = crop_policy(backbone.name).margin if margin is None else margin
 
     size = tuple(backbone.input_size)
     backbone.model.predict(np.zeros((1, *size), np.uint8), verbose=0)

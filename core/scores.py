@@ -1,5 +1,5 @@
 """The metric functions every task scores with: CCC and Pearson (written here: sklearn has no CCC),
-F1 and accuracy (sklearn).
+F1 and accuracy (sklearn), each as the ABAW challenges define it.
 
 >>> round(ccc([1, 2, 3], [1, 2, 3]), 6), round(pearson([1, 2, 3], [2, 4, 7]), 4)
 (1.0, 0.9934)
@@ -47,8 +47,22 @@ def pearson(x, y) -> float:
     return float(np.sum(dx * dy) / denom) if denom > 0 else math.nan
 
 
-def f1_macro(y_true, y_pred) -> float:
-    """Macro F1 over the classes present in ``y_true`` or ``y_pred`` (sklearn's default set)."""
+def f1_macro(y_true, y_pred, n_classes: int) -> float:
+    """Macro F1 as the ABAW challenges score EXPR: the F1 of every class id in ``range(n_classes)``,
+    summed and divided by ``n_classes``; a class neither true nor predicted counts 0.
+
+    >>> round(f1_macro([0, 0, 1], [0, 1, 1], 4), 4)  # classes 2 and 3 never occur: (2/3 + 2/3 + 0 + 0) / 4
+    0.3333
+    """
+    return float(np.mean(per_class_f1(y_true, y_pred, n_classes)))
+
+
+def f1_present(y_true, y_pred) -> float:
+    """sklearn's default macro F1: the mean over the classes present in ``y_true`` or ``y_pred`` only.
+
+    >>> round(f1_present([0, 0, 1], [0, 1, 1]), 4)
+    0.6667
+    """
     return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 

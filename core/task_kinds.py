@@ -113,14 +113,22 @@ KINDS = {
 
 
 def class_scores(task, rows: pd.DataFrame) -> dict:
-    """``f1_macro`` (sklearn's set: classes in the labels or predictions), ``accuracy``, ``f1_<class>``."""
+    """``f1_macro`` (ABAW: the F1 of each class summed and divided by the class count),
+    ``f1_present`` (sklearn's default: only the classes in the labels or predictions), ``accuracy``,
+    ``f1_<class>``."""
     names = task.labels.names
     if not len(rows):
-        return {"f1_macro": math.nan, "accuracy": math.nan, **{f"f1_{n}": math.nan for n in names}}
+        nan = {"f1_macro": math.nan, "f1_present": math.nan, "accuracy": math.nan}
+        return {**nan, **{f"f1_{n}": math.nan for n in names}}
     y_true = rows["true"].to_numpy(int)
     y_pred = rows["pred"].to_numpy(int)
-    out = {"f1_macro": scores.f1_macro(y_true, y_pred), "accuracy": scores.accuracy(y_true, y_pred)}
-    out.update({f"f1_{n}": float(v) for n, v in zip(names, scores.per_class_f1(y_true, y_pred, len(names)))})
+    per_class = scores.per_class_f1(y_true, y_pred, len(names))
+    out = {
+        "f1_macro": float(np.mean(per_class)),
+        "f1_present": scores.f1_present(y_true, y_pred),
+        "accuracy": scores.accuracy(y_true, y_pred),
+    }
+    out.update({f"f1_{n}": float(v) for n, v in zip(names, per_class)})
     return out
 
 

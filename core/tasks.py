@@ -53,6 +53,7 @@ class TaskSpec:
         submission: writes an ABAW submission file (``make predict``; frame tasks).
         circumplex: the labels are (valence, arousal) in [-1, 1] (``va-hist``, the time plot).
         plots: the task's figures in the report: ``confusion``, ``va_time``.
+        formula: how the monitor is computed, in words; the report states it beside the scores.
     """
 
     name: str
@@ -69,6 +70,7 @@ class TaskSpec:
     submission: bool = False
     circumplex: bool = False
     plots: tuple[str, ...] = ()
+    formula: str = ""
 
     @property
     def level(self) -> str:
@@ -185,6 +187,11 @@ def class_task(name: str, labels: LabelSpec, description: str, **fields) -> Task
             "grouping": kinds.BY_CLASS,
             "plots": ("confusion",),
             "description": description,
+            "formula": (
+                f"f1_macro = the F1 of each of the {len(labels.names)} classes, summed and divided by "
+                f"{len(labels.names)} (ABAW; a class that neither the labels nor the predictions contain counts "
+                "0); f1_present = sklearn's macro F1 over the classes present only; accuracy"
+            ),
             **fields,
         }
     )
@@ -206,6 +213,7 @@ TASKS.register(
         submission=True,
         circumplex=True,
         plots=("va_time",),
+        formula="ccc_mean = (CCC valence + CCC arousal) / 2 (ABAW VA), CCC with population moments",
         description="valence and arousal per frame, tanh outputs, loss 1 - CCC (metric ccc_mean)",
     ),
 )
@@ -231,6 +239,8 @@ TASKS.register(
         grouping=kinds.BY_RAREST_LABEL,
         submission=True,
         plots=("confusion",),
+        formula="au_f1_mean = the binary F1 of each of the 12 AUs at probability >= 0.5, summed and divided by 12 "
+        "(ABAW AU; an AU never active nor predicted counts 0)",
         description="12 action units per frame, sigmoid, masked binary cross-entropy (metric au_f1_mean)",
     ),
 )
@@ -252,6 +262,8 @@ TASKS.register(
         score=kinds.pearson_scores("pearson_mean"),
         grouping=kinds.BY_DOMINANT,
         value_range=(0.0, 1.0),
+        formula="pearson_mean = the Pearson correlation of each of the 7 intensities, summed and divided by 7 "
+        "(ABAW5 ERI); undefined (empty) when a prediction or label column is constant",
         description="7 reaction intensities in [0, 1] per clip, sigmoid, loss MSE or 1 - Pearson (metric pearson_mean)",
     ),
 )

@@ -1,5 +1,5 @@
-"""`python -m evaluate`: the report over every run (``make report``) and a run's predictions for a
-split in the ABAW submission format (``make predict``)."""
+"""`python -m evaluate`: the report over every run (``make report``), a run's predictions for a
+split in the ABAW submission format (``make predict``), and a run on any video (``make analyze``)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from core.config import add_fields
     from data_manifests.schema import SPLITS
+    from evaluate.analyze import AnalyzeConfig
 
     p = argparse.ArgumentParser(
         prog="python -m evaluate",
         description="Evaluate trained runs (docs/run_format.md): an HTML/Markdown report over every run, "
         "or one run's predictions for a whole split in the ABAW submission format.",
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{report,predict}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{report,predict,analyze}")
     r = sub.add_parser(
         "report",
         help="every run of RUNS_DIR -> REPORT_DIR/index.html and summary.md",
@@ -53,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="prediction for frames without a face (default %(default)s; see below)",
     )
     q.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: the run's)")
+    a = sub.add_parser(
+        "analyze",
+        help="a run on any video file or folder -> ANALYSIS_DIR/<video>/ (frames.csv, overlay.mp4, timeline.png)",
+        description="Extract VIDEO with the run's own backbone and face settings, predict every frame "
+        "with the run's model and write <analysis-dir>/<video>/: frames.csv, overlay.mp4, timeline.png, "
+        "summary.json. A folder is analysed in one run; videos already analysed by this run are skipped.",
+    )
+    add_fields(a, AnalyzeConfig, choices={"no_face": ("auto", "model", "nearest")})
     return p
 
 
@@ -65,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
             paths = build_report(args.runs_dir, args.report_dir)
             print(json.dumps({k: str(v) for k, v in paths.items()}))
+        elif args.command == "analyze":
+            return _analyze(args)
         else:
             from evaluate.predict import predict_run
 
@@ -82,6 +94,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _analyze(args) -> int:
+    from evaluate.analyze import AnalyzeConfig, analyze
+
+    values = {k: v for k, v in vars(args).items() if k != "command"}
+    result = analyze(AnalyzeConfig(**values))
+    for video in result["videos"]:
+        print(
+            f"{video['video']}: {video['frames']} frames ({video['video_seconds']} s), {video['faces']} with a face "
+            f"-> {video['folder']}"
+        )
+    for problem in result["problems"]:
+        print(f"error: {problem}", file=sys.stderr)
+    done = sum(v["frames"] for v in result["videos"])
+    print(
+        f"analyzed {len(result['videos'])} videos ({len(result['skipped'])} already done), {done} frames in "
+        f"{result['seconds']} s ({result['frames_per_s']} frames/s); {len(result['problems'])} could not be read"
+    )
+    return 1 if result["problems"] else 0
 
 
 if __name__ == "__main__":

@@ -121,7 +121,8 @@ def fill_nearest(
     return out, filled
 
 
-def _check_cache(reader: CacheReader, config: dict) -> None:
+def check_cache(reader: CacheReader, config: dict) -> None:
+    """Refuses a cache whose backbone, weights or preprocessing differ from those the run trained on."""
     trained = config.get("cache_meta") or {}
     now = json.loads(json.dumps(dataclasses.asdict(reader.meta)))
     differ = [k for k in CACHE_IDENTITY if k in trained and trained[k] != now.get(k)]
@@ -225,7 +226,7 @@ def predict_run(
         )
     cache = cache_path(cache_dir, dataset, config["backbone"]) if cache_dir else Path(config["cache"])
     reader = CacheReader(cache)
-    _check_cache(reader, config)
+    check_cache(reader, config)
     stored = set(reader.video_ids())
     missing = [s for s in rows["sample_id"] if s not in stored]
     if missing:

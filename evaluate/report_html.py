@@ -148,6 +148,17 @@ def _monitors() -> str:
     return ", ".join(f"{'/'.join(names)}: {metric}" for metric, names in by_metric.items())
 
 
+def formulas(ctx: Context) -> list[tuple[str, str]]:
+    """``(task, how its scores are computed)`` for each task of the runs, from the task entries."""
+    names = sorted({r.task for r in ctx.runs if r.spec is not None}, key=list(TASKS).index)
+    return [(n, TASKS[n].formula) for n in names if TASKS[n].formula]
+
+
+def _formulas_html(ctx: Context) -> str:
+    items = "".join(f"<li><b>{_e(task)}</b>: {_e(text)}</li>" for task, text in formulas(ctx))
+    return f'<h3>How the scores are computed</h3><ul class="note">{items}</ul>' if items else ""
+
+
 def _comparison_html(ctx: Context) -> str:
     if not ctx.comparisons:
         return '<p class="note">No scored run.</p>'
@@ -337,7 +348,8 @@ def html_page(ctx: Context) -> str:
 <body><header><h1>Runs report</h1>
 <p class="meta">{len(ctx.runs)} runs from <code>{_e(ctx.runs_dir)}</code>, generated {_e(ctx.generated)}.
 Scores are computed on the validation split from each run's saved predictions.</p>{nav}</header>
-<section id="runs"><h2>Runs</h2>{empty}{_runs_html(ctx) if ctx.runs else ""}</section>
+<section id="runs"><h2>Runs</h2>{empty}{_runs_html(ctx) if ctx.runs else ""}
+{_formulas_html(ctx)}</section>
 <section id="comparison"><h2>Temporal models vs baselines</h2>{_comparison_html(ctx)}</section>
 <section id="caches"><h2>Feature caches</h2>{_caches_html(ctx)}</section>
 <div id="per-run">{per_run}</div>
@@ -384,6 +396,8 @@ def markdown(ctx: Context) -> str:
             "clip tasks) that count: annotated, with a face."
         ]
     )
+    if formulas(ctx):
+        out += ["", "### How the scores are computed", ""] + [f"- **{t}**: {text}" for t, text in formulas(ctx)]
     out += ["", "## Temporal models vs baselines", ""]
     for key, t in ctx.comparisons:
         base = (

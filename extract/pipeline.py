@@ -46,8 +46,9 @@ class ExtractConfig(DataFields):
         detector: the BlazeFace model (range): ``full``, ``short`` or ``full+short`` (short range on
             the frames where full range found nobody).
         min_score: face detection threshold.
-        margin: crop margin around the face box, as a share of its side.
-        align: rotate crops so the eyes are level.
+        margin: crop margin around the face box, as a share of its side; -1: the backbone's crop
+            policy (``extract.backbones.CropPolicy``: fer 0, the ImageNet backbones 0.25).
+        align: rotate crops so the eyes are level (also on when the backbone's crop policy aligns).
         detect_every: DETECT_EVERY: video mode, run the face detector every this many frames and
             carry the faces between them with optical flow (``extract.keyframes``; 10: the detector
             runs on 10-25% of the frames, docs/benchmarks.md); 1: detect on every frame.
@@ -72,7 +73,7 @@ class ExtractConfig(DataFields):
     input: str = "auto"
     detector: str = "full+short"
     min_score: float = 0.5
-    margin: float = 0.25
+    margin: float = -1.0
     align: bool = False
     detect_every: int = 1
     save_crops: bool = False
@@ -86,8 +87,12 @@ class ExtractConfig(DataFields):
     refresh: bool = False
 
     def resolved(self) -> "ExtractConfig":
-        """The config with ``data_root`` filled in (what the run summary records)."""
-        return dataclasses.replace(self, data_root=self.root())
+        """The config with ``data_root`` and the backbone's crop policy filled in (what the run summary records)."""
+        from extract.backbones import crop_policy
+
+        policy = crop_policy(self.backbone)
+        margin = policy.margin if self.margin == -1.0 else self.margin
+        return dataclasses.replace(self, data_root=self.root(), margin=margin, align=self.align or policy.align)
 
     def validate(self) -> "ExtractConfig":
         """Checks every numeric option's range (and the worker count against this machine); returns self."""
@@ -104,7 +109,7 @@ class ExtractConfig(DataFields):
             ("chunk", self.chunk >= 1, "must be >= 1"),
             ("detect_every", self.detect_every >= 1, "must be >= 1 (1: detect on every frame)"),
             ("min_score", 0 <= self.min_score <= 1, "must be in [0, 1]"),
-            ("margin", 0 <= self.margin <= 2, "must be in [0, 2] (a share of the face box side)"),
+            ("margin", 0 <= self.margin <= 2, "must be in [0, 2] (a share of the face side) or -1 (the backbone's)"),
             ("crop_size", self.crop_size >= 8, "must be >= 8 pixels"),
             ("limit", self.limit >= 0, "must be >= 0 (0: all)"),
             ("transport", self.transport in TRANSPORTS, f"must be one of {', '.join(TRANSPORTS)}"),
@@ -189,7 +194,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
     shards and folded in first, half-written ones are discarded and redone.
     """
     from data_manifests.loader import load_dataset, load_manifest, samples
-    from extract.backbones import check_name, load_backbone
+    from extract.backbones import check_name
 
     start = time.perf_counter()
     cfg = cfg.resolved().validate()
@@ -203,6 +208,17 @@ def run_extract(cfg: ExtractConfig) -> dict:
             f"mode, whose cropped_aligned frames fine-tuning reads directly; add --input video "
             f"(INPUT=video) to save crops from the videos"
         )
+    return extract_table(cfg, table, mode, start)
+
+
+def extract_table(cfg: ExtractConfig, table, mode: str, start: float | None = None) -> dict:
+    """Extracts the samples of ``table`` (``data_manifests.schema.COLUMNS``) into
+    ``<cache_dir>/<dataset>/<backbone>.h5``: ``run_extract`` for a dataset, ``make analyze`` for
+    videos of none (``evaluate.analyze``). Returns the run summary."""
+    from extract.backbones import load_backbone
+
+    start = time.perf_counter() if start is None else start
+    cfg = cfg.resolved().validate()
     out = cache_path(cfg.cache_dir, cfg.dataset, cfg.backbone)
     with CacheLock(out), _WorkerPool(cfg.workers or os.cpu_count() or 1, warm_up_detector=mode == "video") as pool:
         backbone = load_backbone(

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from core.config import add_fields, field_help
+from evaluate.__main__ import build_parser as evaluate_parser
+from evaluate.analyze import AnalyzeConfig
 from extract.__main__ import build_parser as extract_parser
 from extract.pipeline import ExtractConfig
 from finetune.__main__ import build_parser as finetune_parser
@@ -18,7 +20,7 @@ from train.__main__ import build_parser as train_parser
 from train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = [TrainConfig, ExtractConfig, FinetuneConfig, DistillConfig, JointConfig]
+CONFIGS = [TrainConfig, ExtractConfig, FinetuneConfig, DistillConfig, JointConfig, AnalyzeConfig]
 
 
 @pytest.mark.parametrize("cls", CONFIGS, ids=lambda c: c.__name__)
@@ -36,11 +38,13 @@ def test_every_field_is_documented(cls):
         (["train"], FinetuneConfig),
         (["distill"], DistillConfig),
         (["joint"], JointConfig),
+        (["analyze"], AnalyzeConfig),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else " ".join(v),
 )
 def test_generated_defaults_equal_the_dataclass(argv, cls):
-    parser = {TrainConfig: train_parser, ExtractConfig: extract_parser}.get(cls, finetune_parser)()
+    parsers = {TrainConfig: train_parser, ExtractConfig: extract_parser, AnalyzeConfig: evaluate_parser}
+    parser = parsers.get(cls, finetune_parser)()
     values = vars(parser.parse_args(argv))
     values.pop("command", None)
     assert cls(**values) == cls()

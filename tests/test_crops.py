@@ -11,6 +11,7 @@ from core.tasks import TASKS
 from data_manifests.loader import load_dataset, samples
 from data_manifests.synthetic import generate
 from extract.__main__ import main as extract_main
+from extract.backbones import crop_policy
 from extract.cache import CacheError, CacheReader, cache_path
 from extract.crops import CropStore, crops_path
 from extract.faces import Detection, crop_face
@@ -68,7 +69,8 @@ def test_every_face_of_the_cache_has_its_crop(raw):
     for row in (0, len(store.frames(video_id)) - 1):
         frame = int(store.frames(video_id)[row])
         box = feats.bbox[feats.frame_index == frame][0]
-        expected = crop_face(source[frame], Detection(box, 1.0, np.zeros((6, 2), np.float32)), (112, 112))
+        face = Detection(box, 1.0, np.zeros((6, 2), np.float32))
+        expected = crop_face(source[frame], face, (112, 112), margin=crop_policy("fer").margin)
         assert np.abs(store.image(video_id, row).astype(int) - expected).mean() < 3
 
 

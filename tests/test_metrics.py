@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.scores import ccc, f1_macro, json_safe, pearson
+from core.scores import ccc, f1_macro, f1_present, json_safe, pearson
 from core.tasks import TASKS
 from data_manifests.schema import AU_NAMES, ERI_NAMES, EXPR_CLASSES
 
@@ -53,7 +53,10 @@ def test_pearson_matches_numpy():
 
 def test_f1_macro_by_hand():
     # class 0: tp 1 fp 1 fn 1 -> 0.5; class 1: tp 1 fp 1 fn 1 -> 0.5; class 2: tp 1 -> 1.0
-    assert f1_macro([0, 0, 1, 1, 2], [0, 1, 1, 0, 2]) == pytest.approx(2 / 3)
+    assert f1_present([0, 0, 1, 1, 2], [0, 1, 1, 0, 2]) == pytest.approx(2 / 3)
+    # ABAW: summed over all the task's classes and divided by their count; class 3 never occurs -> 0
+    assert f1_macro([0, 0, 1, 1, 2], [0, 1, 1, 0, 2], 3) == pytest.approx(2 / 3)
+    assert f1_macro([0, 0, 1, 1, 2], [0, 1, 1, 0, 2], 4) == pytest.approx(2 / 4)
 
 
 def _base(n, face=None, valid=None):
@@ -98,11 +101,37 @@ def test_expr_metrics_keys_and_values():
     assert list(df.columns[4:]) == TASKS["expr"].column_names()
     m = TASKS["expr"].metrics(df)
     assert m["accuracy"] == pytest.approx(3 / 6)
-    # classes present in true or pred: 0, 1, 2, 4, 7 -> F1 0.5, 0.5, 1, 0, 0
-    assert m["f1_macro"] == pytest.approx(2 / 5)
+    # classes present in true or pred: 0, 1, 2, 4, 7 -> F1 0.5, 0.5, 1, 0, 0; 3, 5, 6 never occur
+    assert m["f1_present"] == pytest.approx(2 / 5)
+    # ABAW EXPR: sum of the 8 F1s / 8, the classes that never occur count 0
+    assert m["f1_macro"] == pytest.approx((0.5 + 0.5 + 1.0) / 8)
+    assert TASKS["expr"].monitor == "f1_macro" and TASKS["expr"].headline[0] == "f1_macro"
     assert m["f1_Neutral"] == pytest.approx(0.5) and m["f1_Disgust"] == pytest.approx(1.0)
     assert m["f1_Surprise"] == 0.0
     assert {f"f1_{c}" for c in EXPR_CLASSES} <= set(m)
+
+
+def test_va_metric_by_hand():
+    # valence 1, 2, 3 -> 2, 4, 6: CCC 8/22 (test_ccc_known_values); arousal predicted exactly: 1
+    df = pd.DataFrame(
+        {
+            **_base(3),
+            "true_valence": [1.0, 2.0, 3.0],
+            "true_arousal": [0.5, 0.0, -0.5],
+            "pred_valence": [2.0, 4.0, 6.0],
+            "pred_arousal": [0.5, 0.0, -0.5],
+        }
+    )
+    m = TASKS["va"].metrics(df)
+    assert m["ccc_valence"] == pytest.approx(8 / 22) and m["ccc_arousal"] == pytest.approx(1.0)
+    assert m["ccc_mean"] == pytest.approx((8 / 22 + 1.0) / 2)
+
+
+def test_au_threshold_is_inclusive():
+    prob = np.full((3, 12), 0.2)
+    prob[:, 0] = [0.5, 0.4999, 0.9]
+    cols = TASKS["au"].prediction_columns(np.zeros((3, 12)), prob)
+    assert cols["pred_AU1"].tolist() == [1, 0, 1] and cols["pred_AU2"].tolist() == [0, 0, 0]
 
 
 def test_au_metrics():
@@ -138,6 +167,27 @@ def test_eri_metrics_and_json_safe():
     assert m["pearson_Adoration"] == pytest.approx(1.0)
     assert math.isnan(m["pearson_Amusement"]) and math.isnan(m["pearson_mean"])
     assert json_safe(m)["pearson_Amusement"] is None
+
+
+def test_eri_metric_by_hand():
+    # Column 0: true 1, 2, 3 against 1, 2, 4: sum dx dy = 3, sum dx^2 = 2, sum dy^2 = 42/9 -> 9 / sqrt(84);
+    # the other six are predicted exactly (Pearson 1).
+    true = np.tile(np.array([[0.1], [0.2], [0.3]]), (1, 7)) + np.arange(7) * 0.01
+    pred = true.copy()
+    pred[:, 0] = [0.1, 0.2, 0.4]
+    cols = {
+        **{f"true_{e}": true[:, k] for k, e in enumerate(ERI_NAMES)},
+        **{f"pred_{e}": pred[:, k] for k, e in enumerate(ERI_NAMES)},
+    }
+    df = pd.DataFrame({**_base(3), **cols})
+    m = TASKS["eri"].metrics(df)
+    assert m[f"pearson_{ERI_NAMES[0]}"] == pytest.approx(9 / math.sqrt(84))
+    assert m["pearson_mean"] == pytest.approx((6 + 9 / math.sqrt(84)) / 7)
+
+
+def test_every_task_states_its_formula():
+    for name, task in TASKS.items():
+        assert task.monitor in task.formula, name
 
 
 def test_missing_column_is_named():

@@ -153,6 +153,7 @@ def test_a_cache_renamed_to_another_backbone_is_refused(tmp_path, capsys):
         ("--detect-every", "0", "--detect-every must be >= 1"),
         ("--min-score", "1.5", "--min-score must be in [0, 1]"),
         ("--margin", "-0.1", "--margin must be in [0, 2]"),
+        ("--margin", "2.5", "or -1 (the backbone's)"),
         ("--limit", "-2", "--limit must be >= 0"),
     ],
 )

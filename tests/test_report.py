@@ -259,6 +259,10 @@ def test_every_run_is_listed_with_its_figures(runs, report):
     assert counts.to_numpy().sum() == json.loads((built["real"] / "metrics.json").read_text())["n_frames"]
     assert "metrics.json is missing and there are no predictions to score" in html
     assert "config.json is unreadable (JSONDecodeError" in html and "config.json is unreadable" in md
+    # The report says which formula each task's score uses (the ABAW EXPR convention among them).
+    for text in (html, md):
+        assert "How the scores are computed" in text and "summed and divided by 8 (ABAW" in text
+        assert "ccc_mean = (CCC valence + CCC arousal) / 2" in text and "au_f1_mean = the binary F1" in text
 
 
 def test_best_per_task_is_marked(runs, report):

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     metrics = RunFolder(run_dir).read_metrics()
-    shown = {k: v for k, v in metrics.items() if k == "f1_macro" or not k.startswith("f1_")}
+    shown = {k: v for k, v in metrics.items() if k in ("f1_macro", "f1_present") or not k.startswith("f1_")}
     print(json.dumps({"run": str(run_dir), **shown}))
     return 0
 

@@ -220,6 +220,15 @@ def parse_floats(path: Path, lines: list[str], first_line: int, width: int, expe
     return np.array(rows, dtype=np.float64)
 
 
+def _flat(text: str) -> str:
+    r"""Line breaks inside quoted fields shown escaped, so an error stays one line.
+
+    >>> _flat('a\nb')
+    'a\\nb'
+    """
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def read_csv_strings(path: Path, required: Iterable[str], sep: str = ",") -> pd.DataFrame:
     """A CSV file as a table of stripped strings; row i of the table is line i + 2 of the file.
 
@@ -237,7 +246,7 @@ def read_csv_strings(path: Path, required: Iterable[str], sep: str = ",") -> pd.
         ) from err
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DatasetError(
-            f"{path}: not a readable CSV file ({str(err).strip()}); expected "
+            f"{path}: not a readable CSV file ({_flat(str(err).strip())}); expected "
             f"{sep!r}-separated columns {','.join(required)}"
         ) from err
     table.columns = [str(c).strip() for c in table.columns]
@@ -245,7 +254,7 @@ def read_csv_strings(path: Path, required: Iterable[str], sep: str = ",") -> pd.
     if missing:
         raise DatasetError(
             f"{path}:1: expected columns {','.join(required)}, missing "
-            f"{','.join(missing)} (header: {','.join(table.columns)})"
+            f"{','.join(missing)} (header: {_flat(','.join(table.columns))})"
         )
     table = table.fillna("").apply(lambda column: column.str.strip())
     filled = np.flatnonzero((table != "").any(axis=1).to_numpy())

