@@ -14,6 +14,9 @@ Example::
 
 from __future__ import annotations
 
+import json
+import sys
+import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -83,3 +86,88 @@ def fer_agreement(frames: Iterable[tuple[str, int, np.ndarray]], margins: Iterab
             counts["frames"] += 1
     n = max(counts["frames"], 1)
     return {**counts, "agreement": {m: round(a / n, 4) for m, a in agree.items()}}
+
+
+def fer_loop(videos: Iterable[str | Path]) -> dict:
+    """`fer`'s own per-frame loop, as its README shows it: ``detect_emotions`` on every decoded frame.
+
+    Returns ``frames``, ``faces`` (frames where fer found one), ``import_s``, ``init_s`` (``FER()``)
+    and ``loop_s`` (decode + detect + classify, every frame).
+    """
+    start = time.perf_counter()
+    from fer.fer import FER
+
+    imported = time.perf_counter()
+    peer = FER(mtcnn=False)
+    ready = time.perf_counter()
+    frames = faces = 0
+    for path in videos:
+        capture = cv2.VideoCapture(str(path))
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            frames += 1
+            faces += bool(peer.detect_emotions(bgr))
+        capture.release()
+    done = time.perf_counter()
+    return {
+        "frames": frames,
+        "faces": faces,
+        "import_s": round(imported - start, 3),
+        "init_s": round(ready - imported, 3),
+        "loop_s": round(done - ready, 3),
+    }
+
+
+def side_by_side(clip: Path, copies: int, workdir: Path, workers: int) -> dict:
+    """`fer`'s loop and ``python -m extract`` with the default settings on ``copies`` copies of
+    ``clip``, each in a fresh process, timed whole (command to exit) and inside their loops; then
+    ``python -m extract`` again on the complete cache. Returns the flat ``peer_*`` figures."""
+    import shutil
+    import subprocess
+
+    from bench.common import affwild2_tree
+    from extract.cache import cache_path, summary_path
+
+    names = [f"peer{i:02d}" for i in range(copies)]
+    tree = affwild2_tree(workdir / "peer_tree", clip, names)
+    videos = [str(tree / "videos" / f"{n}{clip.suffix}") for n in names]
+    cache = workdir / "peer_cache"
+    shutil.rmtree(cache, ignore_errors=True)
+
+    def timed(cmd: list[str]) -> tuple[float, str]:
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        return time.perf_counter() - start, done.stdout
+
+    fer_total, out = timed([sys.executable, "-m", "bench.peer_fer", *videos])
+    fer = json.loads(out.strip().splitlines()[-1])
+    extract = [sys.executable, "-m", "extract", "--dataset", "affwild2", "--data-root", str(tree)]
+    extract += ["--cache-dir", str(cache), "--input", "video", "--workers", str(workers)]
+    ours_total, _ = timed(extract)
+    summary = json.loads(summary_path(cache_path(cache, "affwild2", "fer")).read_text())
+    noop, _ = timed(extract)
+    frames = summary["frames"]
+    ours_loop = frames / summary["loop_seconds"]
+    fer_loop_fps = fer["frames"] / fer["loop_s"]
+    return {
+        "peer_frames": frames,
+        "peer_fer_frames": fer["frames"],
+        "peer_fer_face_rate": round(fer["faces"] / max(fer["frames"], 1), 4),
+        "peer_ours_face_rate": summary["face_hit_rate"],
+        "peer_fer_fps_loop": round(fer_loop_fps, 1),
+        "peer_fer_seconds_total": round(fer_total, 2),
+        "peer_fer_import_s": fer["import_s"],
+        "peer_ours_fps_loop": round(ours_loop, 1),
+        "peer_ours_seconds_total": round(ours_total, 2),
+        "peer_ours_first_rows_s": summary.get("first_rows_s"),
+        "peer_ours_detect_every": summary["config"]["detect_every"],
+        "peer_ratio_loop": round(ours_loop / fer_loop_fps, 1),
+        "peer_ratio_total": round(fer_total / ours_total, 1),
+        "peer_ours_noop_seconds": round(noop, 2),
+    }
+
+
+if __name__ == "__main__":  # python -m bench.peer_fer <video> ...: fer's loop in its own process, JSON out
+    print(json.dumps(fer_loop(sys.argv[1:])))

@@ -377,4 +377,4 @@ def test_cli_report_and_errors(runs, report, tmp_path, capsys):
     assert err.startswith(f"error: {tmp_path / 'nope'}: no runs folder;") and "RUNS_DIR" in err
     with pytest.raises(SystemExit):
         main(["--help"])
-    assert "{report,predict}" in capsys.readouterr().out
+    assert "{report,predict,analyze}" in capsys.readouterr().out
