@@ -28,7 +28,18 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from bench.common import BenchConfig, cut_clip, machine_info  # noqa: E402  (after the log-level defaults)
 
-STAGES = ("stage_one", "backbone", "end_to_end", "frames", "memory", "naive", "keyframes", "transport", "stage_two")
+STAGES = (
+    "stage_one",
+    "backbone",
+    "end_to_end",
+    "frames",
+    "memory",
+    "naive",
+    "keyframes",
+    "transport",
+    "stage_two",
+    "peer",
+)
 
 _HELP = {
     "machine": "machine name for the JSON file and the table (default: cpu-<cores>core or <gpu>-<cores>core)",
@@ -76,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(cfg: BenchConfig, stages: tuple[str, ...], workdir: Path) -> dict:
     """Runs ``stages`` with ``cfg`` (resolved); returns the flat figures."""
-    from bench import end_to_end, keyframes, naive, stage_one, stage_two, transport
+    from bench import end_to_end, keyframes, naive, peer_fer, stage_one, stage_two, transport
 
     figures: dict = {}
     every = cfg.detect_every if "keyframes" in stages else 1
@@ -112,6 +123,8 @@ def run(cfg: BenchConfig, stages: tuple[str, ...], workdir: Path) -> dict:
         figures.update(transport.transport_rates(cfg.workers, 4 if cfg.quick else 40, shape))
     if "stage_two" in stages:
         figures.update(stage_two.stage_two(cfg, cfg.train_dim or backbone.embedding_dim, workdir))
+    if "peer" in stages:  # fer's own loop beside `python -m extract`, default settings, each in a fresh process
+        figures.update(peer_fer.side_by_side(clip, 1 if cfg.quick else 4, workdir, cfg.workers))
     return figures
 
 

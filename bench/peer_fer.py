@@ -88,8 +88,11 @@ def fer_agreement(frames: Iterable[tuple[str, int, np.ndarray]], margins: Iterab
     return {**counts, "agreement": {m: round(a / n, 4) for m, a in agree.items()}}
 
 
-def fer_loop(videos: Iterable[str | Path]) -> dict:
+def fer_loop(videos: Iterable[str | Path], use_tflite: bool = True) -> dict:
     """`fer`'s own per-frame loop, as its README shows it: ``detect_emotions`` on every decoded frame.
+
+    ``use_tflite`` is fer's own default (25.x classifies with a TFLite copy of the model);
+    False runs the Keras model, as earlier fer releases did.
 
     Returns ``frames``, ``faces`` (frames where fer found one), ``import_s``, ``init_s`` (``FER()``)
     and ``loop_s`` (decode + detect + classify, every frame).
@@ -98,7 +101,7 @@ def fer_loop(videos: Iterable[str | Path]) -> dict:
     from fer.fer import FER
 
     imported = time.perf_counter()
-    peer = FER(mtcnn=False)
+    peer = FER(mtcnn=False, use_tflite=use_tflite)
     ready = time.perf_counter()
     frames = faces = 0
     for path in videos:
@@ -143,13 +146,15 @@ def side_by_side(clip: Path, copies: int, workdir: Path, workers: int) -> dict:
 
     fer_total, out = timed([sys.executable, "-m", "bench.peer_fer", *videos])
     fer = json.loads(out.strip().splitlines()[-1])
+    _, out = timed([sys.executable, "-m", "bench.peer_fer", "--keras", videos[0]])  # one copy: ~14 frames/s
+    fer_keras = json.loads(out.strip().splitlines()[-1])
     extract = [sys.executable, "-m", "extract", "--dataset", "affwild2", "--data-root", str(tree)]
     extract += ["--cache-dir", str(cache), "--input", "video", "--workers", str(workers)]
     ours_total, _ = timed(extract)
     summary = json.loads(summary_path(cache_path(cache, "affwild2", "fer")).read_text())
     noop, _ = timed(extract)
     frames = summary["frames"]
-    ours_loop = frames / summary["loop_seconds"]
+    ours_loop = frames / (summary.get("work_seconds") or summary["loop_seconds"])
     fer_loop_fps = fer["frames"] / fer["loop_s"]
     return {
         "peer_frames": frames,
@@ -159,9 +164,11 @@ def side_by_side(clip: Path, copies: int, workdir: Path, workers: int) -> dict:
         "peer_fer_fps_loop": round(fer_loop_fps, 1),
         "peer_fer_seconds_total": round(fer_total, 2),
         "peer_fer_import_s": fer["import_s"],
+        "peer_fer_keras_fps_loop": round(fer_keras["frames"] / fer_keras["loop_s"], 1),
+        "peer_ratio_loop_keras": round(ours_loop / (fer_keras["frames"] / fer_keras["loop_s"]), 1),
         "peer_ours_fps_loop": round(ours_loop, 1),
         "peer_ours_seconds_total": round(ours_total, 2),
-        "peer_ours_first_rows_s": summary.get("first_rows_s"),
+        "peer_ours_first_frame_s": summary.get("first_frame_s"),
         "peer_ours_detect_every": summary["config"]["detect_every"],
         "peer_ratio_loop": round(ours_loop / fer_loop_fps, 1),
         "peer_ratio_total": round(fer_total / ours_total, 1),
@@ -169,5 +176,6 @@ def side_by_side(clip: Path, copies: int, workdir: Path, workers: int) -> dict:
     }
 
 
-if __name__ == "__main__":  # python -m bench.peer_fer <video> ...: fer's loop in its own process, JSON out
-    print(json.dumps(fer_loop(sys.argv[1:])))
+if __name__ == "__main__":  # python -m bench.peer_fer [--keras] <video> ...: fer's loop in its own process
+    keras_model = "--keras" in sys.argv[1:]
+    print(json.dumps(fer_loop([a for a in sys.argv[1:] if a != "--keras"], use_tflite=not keras_model)))

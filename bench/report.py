@@ -72,6 +72,14 @@ _KEYFRAMES = (
     ),
 )
 
+# Against `fer`'s own per-frame loop on the same input, default settings on both sides (issue 16).
+_PEER = (
+    Target("peer_loop", "peer_ratio_loop", "", ">=", 20.0, "our frames/s >= 20x fer's own loop, inside the loops"),
+    Target("peer_total", "peer_ratio_total", "", ">=", 10.0, "whole process >= 10x faster than fer's"),
+    Target("startup_first_frame", "peer_ours_first_frame_s", "", "<=", 3.0, "command to first decoded frame <= 3 s"),
+    Target("startup_noop", "peer_ours_noop_seconds", "", "<=", 3.0, "make extract on a complete cache <= 3 s"),
+)
+
 TARGETS: dict[str, tuple[Target, ...]] = {
     "cpu": (
         Target(
@@ -94,6 +102,7 @@ TARGETS: dict[str, tuple[Target, ...]] = {
         _TRAIN,
         _memory("main"),
         _memory("worker"),
+        *_PEER,
     ),
     "gpu": (
         Target(
@@ -159,6 +168,16 @@ TABLE = (
     ("stage two", "train_seq_s_memory", "windows/s, in memory"),
     ("stage two", "train_seq_s_cache", "windows/s, from the cache"),
     ("stage two", "cache_load_frames_s", "frames/s, cache -> RAM"),
+    ("fer's own loop (TFLite, default)", "peer_fer_fps_loop", "frames/s, FER(mtcnn=False).detect_emotions"),
+    ("fer's own loop (Keras model)", "peer_fer_keras_fps_loop", "frames/s, use_tflite=False"),
+    ("fer, whole process", "peer_fer_seconds_total", "s, import to exit"),
+    ("python -m extract, defaults", "peer_ours_fps_loop", "frames/s, first frame decoded to last row"),
+    ("python -m extract, defaults", "peer_ours_seconds_total", "s, command to exit"),
+    ("python -m extract, defaults", "peer_ours_first_frame_s", "s, command to first decoded frame"),
+    ("python -m extract, complete cache", "peer_ours_noop_seconds", "s, command to exit"),
+    ("ours vs fer", "peer_ratio_loop", "x, inside the loops (fer TFLite)"),
+    ("ours vs fer", "peer_ratio_loop_keras", "x, inside the loops (fer Keras)"),
+    ("ours vs fer", "peer_ratio_total", "x, whole process"),
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from core.config import add_fields
@@ -58,4 +59,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Skips the interpreter's teardown: with TensorFlow loaded it takes about 1 s of a 7 s run and
+    # writes nothing of ours (every file is closed, the workers are joined, the logs flushed here).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

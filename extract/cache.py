@@ -339,6 +339,18 @@ def finished_shards(parts_dir: str | Path) -> list[Path]:
     return sorted(parts_dir.glob("*.h5")) if parts_dir.is_dir() else []
 
 
+def shard_video_ids(parts_dir: str | Path) -> set[str]:
+    """The videos complete in finished shards, not yet merged (what the next merge will add)."""
+    out = set()
+    for shard in finished_shards(parts_dir):
+        try:
+            with h5py.File(shard, "r") as f:
+                out |= {v for v, g in f.get("videos", {}).items() if g.attrs.get("complete", False)}
+        except OSError:
+            continue  # unreadable: merge_shards reports it with its path
+    return out
+
+
 def merge_shards(path: str | Path, parts_dir: str | Path, meta: CacheMeta) -> list[str]:
     """Folds every finished shard into the main file, atomically; returns the merged video ids.
 

@@ -33,7 +33,6 @@ import math
 from dataclasses import dataclass
 
 import cv2
-import mediapipe as mp
 import numpy as np
 
 FACE_POLICY = "no face: row kept, face_mask=False, embedding zeros, bbox zeros, score 0"
@@ -99,8 +98,13 @@ class FaceDetector:
             raise ValueError(f"unknown face detector model '{model}'; valid: {', '.join(DETECTOR_MODELS)}")
         if not 0.0 <= min_score <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+        # Imported here: mediapipe takes seconds to import (and TensorFlow with it, unless a worker
+        # blocks it), and the flags, the registry and crop_face must not pay for it.
+        import mediapipe as mp
+
         self.model = model
         self.min_score = float(min_score)
+        self._version = mp.__version__
         self._graphs = [
             mp.solutions.face_detection.FaceDetection(model_selection=selection, min_detection_confidence=min_score)
             for selection in DETECTOR_MODELS[model]
@@ -112,7 +116,7 @@ class FaceDetector:
         models = ", then ".join(_MODEL_NAMES[s] for s in DETECTOR_MODELS[self.model])
         if len(DETECTOR_MODELS[self.model]) > 1:
             models += " on frames where the first finds no face"
-        return f"mediapipe {mp.__version__} BlazeFace '{self.model}' ({models}), min_score {self.min_score}"
+        return f"mediapipe {self._version} BlazeFace '{self.model}' ({models}), min_score {self.min_score}"
 
     def detect(self, frame_rgb: np.ndarray) -> list[Detection]:
         """Finds the faces in one frame.

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import queue as queue_lib
 import time
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -23,6 +25,19 @@ from extract.transport import RingAttached
 from extract.worker import FaceSettings, Job, JobDone, JobFailed, Rows
 
 log = logging.getLogger(__name__)
+
+
+def process_started_at() -> float:
+    """``time.time()`` at which this process started (Linux ``/proc``; elsewhere: when it imported this)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - uptime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return _IMPORTED
+
+
+_IMPORTED = time.time()
 
 
 def _estimate_frames(job: Job) -> int:
@@ -83,11 +98,11 @@ class JobLoop:
     """One run's loop over the worker pool's messages (the summary counts are updated in place).
 
     Args:
-        pool: the started ``extract.pipeline._WorkerPool``. jobs: what to extract.
+        pool: the started ``extract.pool.WorkerPool``. jobs: what to extract.
         cfg: the ``ExtractConfig`` (batch, transport, names for the progress bar).
         backbone: embeds a batch of crops. meta: the cache attributes each shard gets.
         parts: the shard folder. summary: the run summary (frames, faces, done, failed, ...).
-        crops: where SAVE_CROPS writes (``extract.pipeline._Crops``), or None.
+        crops: where SAVE_CROPS writes (``extract.pool.CropFiles``), or None.
     """
 
     def __init__(self, pool, jobs: list[Job], cfg, backbone, meta, parts, summary: dict, crops=None):
@@ -104,9 +119,11 @@ class JobLoop:
         self.batcher = Batcher(backbone, cfg.batch)
         self.bar = None
 
-    def run(self, settings: FaceSettings) -> None:
-        """Submits the jobs and handles messages until every job is done or failed."""
-        self.pool.submit(settings, self.jobs, self.cfg.transport)
+    def run(self, settings: FaceSettings, submitted: bool = False) -> None:
+        """Submits the jobs (unless ``submitted`` already, while the backbone loaded) and handles
+        messages until every job is done or failed."""
+        if not submitted:
+            self.pool.submit(settings, self.jobs, self.cfg.transport)
         self.bar = tqdm(
             total=self.total, unit="frame", desc=f"extract {self.cfg.dataset}/{self.cfg.backbone}", smoothing=0.1
         )
@@ -126,6 +143,9 @@ class JobLoop:
             for writer in [*self.writers.values(), *self.crop_writers.values()]:
                 writer.abort()
             self.summary["loop_seconds"] = round(time.perf_counter() - self.started, 3)
+            if "first_frame_s" in self.summary:  # the work itself: first frame decoded to last row written
+                first = process_started_at() + self.summary["first_frame_s"]
+                self.summary["work_seconds"] = round(time.time() - first, 3)
 
     def next_message(self):
         """The next message, or None after a second without one.
@@ -165,6 +185,9 @@ class JobLoop:
     def on_done(self, msg: JobDone) -> None:
         self.finished.add(msg.job_id)
         self.summary["detected_frames"] += msg.detected
+        if msg.first_frame_at:  # seconds from this process's start to the first decoded frame
+            first = round(msg.first_frame_at - process_started_at(), 3)
+            self.summary["first_frame_s"] = min(self.summary.get("first_frame_s", first), first)
 
     def on_failed(self, msg: JobFailed) -> None:
         for subject in self.by_id[msg.job_id].subjects:

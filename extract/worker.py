@@ -12,6 +12,7 @@ import logging
 import os
 import queue as queue_lib
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 
@@ -81,6 +82,7 @@ class JobDone:
     job_id: int
     frames: int
     detected: int = 0  # frames the face detector ran on (fewer than ``frames`` with keyframes)
+    first_frame_at: float = 0.0  # time.time() when the job's first frame was decoded (start-up figures)
 
 
 @dataclass
@@ -132,8 +134,9 @@ def _run_frames(job: Job, settings: FaceSettings, send) -> int:
 
     (subject,) = job.subjects
     buf = _Buffer(subject.sample_id)
-    n = 0
+    n, first = 0, 0.0
     for frame_index, image in iter_frame_folder(job.path, job.n_frames):
+        first = first or time.time()
         if image is None:
             buf.add(frame_index, None, None, 0.0)
         else:
@@ -145,10 +148,10 @@ def _run_frames(job: Job, settings: FaceSettings, send) -> int:
             send(buf.take(job.job_id, settings.input_size))
     if buf.index:
         send(buf.take(job.job_id, settings.input_size))
-    return n
+    return n, first
 
 
-def _run_video(job: Job, settings: FaceSettings, detector, send) -> tuple[int, int]:
+def _run_video(job: Job, settings: FaceSettings, detector, send) -> tuple[int, int, float]:
     from extract.backbones import to_model_input
     from extract.crops import encode_jpeg
     from extract.faces import SubjectTracker, crop_face
@@ -160,8 +163,9 @@ def _run_video(job: Job, settings: FaceSettings, detector, send) -> tuple[int, i
     trackers = [SubjectTracker(side=s.side) for s in job.subjects]
     buffers = [_Buffer(s.sample_id) for s in job.subjects]
     height, width = settings.input_size[:2]
-    n = 0
+    n, first = 0, 0.0
     for frame_index, frame in iter_video(job.path):
+        first = first or time.time()
         detections = detector.detect(frame)
         for tracker, buf in zip(trackers, buffers):
             det = tracker.update(detections, frame.shape[1])
@@ -186,7 +190,7 @@ def _run_video(job: Job, settings: FaceSettings, detector, send) -> tuple[int, i
     for buf in buffers:
         if buf.index:
             send(buf.take(job.job_id, settings.input_size))
-    return n, (detector.stats["detected"] if settings.detect_every > 1 else n)
+    return n, (detector.stats["detected"] if settings.detect_every > 1 else n), first
 
 
 def worker_main(jobs, results, warm_up_detector: bool, worker: int = 0, free=None) -> None:
@@ -208,7 +212,7 @@ def worker_main(jobs, results, warm_up_detector: bool, worker: int = 0, free=Non
     # keeps a worker at ~170 MiB instead of ~840 MiB and starts it in 1 s instead of 10.
     sys.modules.setdefault("tensorflow", None)
     if warm_up_detector:
-        import extract.faces  # noqa: F401  (mediapipe's import takes seconds: pay it while the model loads)
+        import mediapipe  # noqa: F401  (its import takes seconds: pay it while the model loads)
     detector = None
     while True:
         try:
@@ -222,17 +226,18 @@ def worker_main(jobs, results, warm_up_detector: bool, worker: int = 0, free=Non
         settings, job = item
         try:
             if job.mode == "frames":
-                n = detected = _run_frames(job, settings, send)
+                n, first = _run_frames(job, settings, send)
+                detected = n
             else:
                 if detector is None:
                     from extract.faces import FaceDetector  # mediapipe loads a runtime: frames mode skips it
 
                     detector = FaceDetector(model=settings.detector, min_score=settings.min_score)
-                n, detected = _run_video(job, settings, detector, send)
+                n, detected, first = _run_video(job, settings, detector, send)
             if n == 0:
                 results.put(JobFailed(job.job_id, f"{job.path}: no frames; check the file or folder"))
             else:
-                results.put(JobDone(job.job_id, n, detected))
+                results.put(JobDone(job.job_id, n, detected, first))
         except SourceError as err:
             results.put(JobFailed(job.job_id, str(err)))
         except Exception as err:  # reported with its traceback, never swallowed: the run's exit code says so

@@ -117,9 +117,9 @@ def test_extraction_writes_the_same_cache_through_rings_and_queue(tmp_path):
 
 
 def test_workers_stop_cleanly_when_no_work_was_submitted():
-    from extract.pipeline import _WorkerPool
+    from extract.pool import WorkerPool
 
-    with _WorkerPool(2, warm_up_detector=False) as pool:  # a run with nothing left to extract
+    with WorkerPool(2, warm_up_detector=False) as pool:  # a run with nothing left to extract
         pass
     # Each read how crops travel, then its stop, and exited: none had to be terminated (-15).
     assert [p.exitcode for p in pool.procs] == [0, 0]

@@ -1,0 +1,63 @@
+"""Start-up: `python -m extract` on a complete cache returns without the backend, the backbone or the
+workers, yet a changed setting is still refused; the workers start decoding before the backbone has
+loaded, and the summary says when the first frame was decoded. Real videos, real caches."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from data_manifests.synthetic import generate
+from extract.cache import CacheReader, cache_path, summary_path
+
+pytestmark = pytest.mark.slow  # extracts for seconds: `-m 'not slow'` skips it
+
+# Runs extract's main in a fresh interpreter and says whether the backend was ever imported.
+PROBE = (
+    "import json, sys; from extract.__main__ import main; code = main(sys.argv[1:]); "
+    "print(json.dumps({'code': code, 'tensorflow': 'tensorflow' in sys.modules, 'keras': 'keras' in sys.modules}))"
+)
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("startup")
+    generate(root / "data", seed=4, n_clips=3, min_frames=20, max_frames=26, raw_videos=3)
+    args = ["--dataset", "synthetic", "--data-root", str(root / "data"), "--cache-dir", str(root / "cache")]
+    args += ["--input", "video", "--workers", "2"]
+    first = subprocess.run([sys.executable, "-m", "extract", *args], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    return root, args
+
+
+def _probe(args):
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=300)
+    return json.loads(done.stdout.strip().splitlines()[-1]), done
+
+
+def test_a_complete_cache_returns_without_the_backend(extracted):
+    root, args = extracted
+    cache = cache_path(root / "cache", "synthetic", "fer")
+    before = (cache.stat().st_mtime_ns, summary_path(cache).read_text())
+    result, done = _probe(args)
+    assert result == {"code": 0, "tensorflow": False, "keras": False}
+    assert "nothing to extract" in done.stderr and "0 videos done, 4 already cached" in done.stdout  # 3 clips, one with two subjects
+    assert (cache.stat().st_mtime_ns, summary_path(cache).read_text()) == before  # nothing written
+
+
+def test_a_changed_setting_on_a_complete_cache_is_still_refused(extracted):
+    root, args = extracted
+    result, done = _probe([*args, "--margin", "0.4"])
+    assert result["code"] == 2 and "was written with other settings" in done.stderr and "margin=0.4" in done.stderr
+    result, done = _probe([*args, "--detect-every", "1"])
+    assert result["code"] == 2 and "detect_every=10" in done.stderr
+
+
+def test_the_summary_times_the_first_frame_and_the_work(extracted):
+    root, _ = extracted
+    summary = json.loads(summary_path(cache_path(root / "cache", "synthetic", "fer")).read_text())
+    assert summary["config"]["detect_every"] == 10 and summary["config"]["margin"] == 0.0  # the defaults
+    assert 0 < summary["first_frame_s"] < summary["seconds"]
+    assert 0 < summary["work_seconds"] <= summary["seconds"] + summary["first_frame_s"]
+    assert "detect_every=10" in CacheReader(cache_path(root / "cache", "synthetic", "fer")).meta.detector
