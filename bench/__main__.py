@@ -125,6 +125,7 @@ def run(cfg: BenchConfig, stages: tuple[str, ...], workdir: Path) -> dict:
         figures.update(stage_two.stage_two(cfg, cfg.train_dim or backbone.embedding_dim, workdir))
     if "peer" in stages:  # fer's own loop beside `python -m extract`, default settings, each in a fresh process
         figures.update(peer_fer.side_by_side(clip, 1 if cfg.quick else 4, workdir, cfg.workers))
+        figures.update(peer_fer.loop_ratios(figures))
     return figures
 
 

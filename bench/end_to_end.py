@@ -74,6 +74,8 @@ def _extract_child(runs: list[dict], results) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("data_manifests").setLevel(logging.ERROR)  # the bench trees lack EXPR/AU on purpose
     try:
+        import keras  # noqa: F401  (once, before the runs: a run's work must not share its cores with the import)
+
         import extract.pipeline as pipeline
 
         # The summary times the whole call; "work_seconds" (first frame decoded to last row written) the work.

@@ -19,7 +19,7 @@ from core.config import DEFAULT_BACKBONE, DataFields
 from core.registry import ConfigError
 from extract.cache import CacheLock, CacheMeta, cache_path, merge_shards, parts_dir_for, summary_path
 from extract.job_loop import JobLoop
-from extract.plan import Plan, complete_cache, plan_extraction
+from extract.plan import Plan, complete_cache, plan_extraction, summary_head
 from extract.pool import CropFiles, WorkerPool
 from extract.worker import FaceSettings
 
@@ -246,25 +246,8 @@ def _extract(cfg, pool: "WorkerPool", backbone, table, mode: str, start: float, 
     recovered = merge_shards(out, parts, meta)
     if recovered:
         log.info("folded %d videos finished by an earlier, interrupted run into %s", len(recovered), out)
-    done, changed, missing, jobs = plan.done, plan.changed, plan.missing, plan.jobs
-    summary = {
-        "config": dataclasses.asdict(cfg),
-        "mode": mode,
-        "cache": str(out),
-        "samples": int(len(table)),
-        "skipped_done": len(done & set(table.sample_id)),
-        "missing_input": missing,
-        "changed_sources": changed,
-        "refreshed": bool(cfg.refresh and changed),
-        "done": 0,
-        "failed": [],
-        "frames": 0,
-        "faces": 0,
-        "detected_frames": 0,
-        "backend": meta.backend,
-        "backbone": meta.backbone,
-        "embedding_dim": meta.embedding_dim,
-    }
+    jobs = plan.jobs
+    summary = summary_head(cfg, mode, out, table, plan, meta)
     if crops:
         summary["crops"] = str(crops.path)
     if jobs:

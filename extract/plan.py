@@ -126,24 +126,29 @@ def complete_cache(cfg: ExtractConfig, table, mode: str) -> dict | None:
         return None
     _warn(changed, missing, mode)
     log.info("%s holds every sample already: nothing to extract", out)
+    plan = Plan(done, changed, missing, [])
+    return {**summary_head(cfg, mode, out, table, plan, meta), "frames_per_s": 0.0, "face_hit_rate": 0.0}
+
+
+def summary_head(cfg: ExtractConfig, mode: str, out: Path, table, plan: Plan, meta) -> dict:
+    """The run summary's fields known before any frame is extracted (counts start at 0)."""
     return {
         "config": dataclasses.asdict(cfg),
         "mode": mode,
         "cache": str(out),
         "samples": int(len(table)),
-        "skipped_done": len(done & set(table.sample_id)),
-        "missing_input": missing,
-        "changed_sources": changed,
-        "refreshed": False,
+        "skipped_done": len(plan.done & set(table.sample_id)),
+        "missing_input": plan.missing,
+        "changed_sources": plan.changed,
+        "refreshed": bool(cfg.refresh and plan.changed),
         "done": 0,
         "failed": [],
         "frames": 0,
         "faces": 0,
         "detected_frames": 0,
+        "backend": meta.backend,
         "backbone": meta.backbone,
         "embedding_dim": meta.embedding_dim,
-        "frames_per_s": 0.0,
-        "face_hit_rate": 0.0,
     }
 
 

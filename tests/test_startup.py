@@ -42,7 +42,9 @@ def test_a_complete_cache_returns_without_the_backend(extracted):
     before = (cache.stat().st_mtime_ns, summary_path(cache).read_text())
     result, done = _probe(args)
     assert result == {"code": 0, "tensorflow": False, "keras": False}
-    assert "nothing to extract" in done.stderr and "0 videos done, 4 already cached" in done.stdout  # 3 clips, one with two subjects
+    assert (
+        "nothing to extract" in done.stderr and "0 videos done, 4 already cached" in done.stdout
+    )  # 3 clips, one with two subjects
     assert (cache.stat().st_mtime_ns, summary_path(cache).read_text()) == before  # nothing written
 
 
