@@ -22,6 +22,7 @@ import multiprocessing as mp
 import os
 import queue as queue_lib
 import resource
+import shutil
 import threading
 from pathlib import Path
 
@@ -302,6 +303,8 @@ def extraction(
         )
         tags.append("frames")
     out = {"long_factor": cfg.long_factor} if memory else {}
+    for run in runs:  # a kept --workdir holds the caches of an earlier bench: each run extracts anew
+        shutil.rmtree(run["cache_dir"], ignore_errors=True)
     for tag, run in zip(tags, extract_in_child(runs) if runs else []):
         if tag == "video":
             out.update(_video_figures(cfg, run))
