@@ -22,7 +22,7 @@ from tqdm import tqdm
 from extract.cache import VideoWriter
 from extract.fingerprint import fingerprint
 from extract.transport import RingAttached
-from extract.worker import FaceSettings, Job, JobDone, JobFailed, Rows
+from extract.worker import MIN_FACE_SIDE, FaceSettings, Job, JobDone, JobFailed, Rows
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,17 @@ class JobLoop:
     def on_done(self, msg: JobDone) -> None:
         self.finished.add(msg.job_id)
         self.summary["detected_frames"] += msg.detected
+        if msg.tiny:
+            path = self.by_id[msg.job_id].path
+            shown = ", ".join(map(str, msg.tiny[:5])) + (", ..." if len(msg.tiny) > 5 else "")
+            log.warning(
+                "%s: %d frames whose face is under %d pixels wide (frames %s) are kept as frames without a face",
+                path,
+                len(msg.tiny),
+                MIN_FACE_SIDE,
+                shown,
+            )
+            self.summary.setdefault("tiny_faces", []).append({"path": path, "frames": list(msg.tiny)})
         if msg.first_frame_at:  # seconds from this process's start to the first decoded frame
             first = round(msg.first_frame_at - process_started_at(), 3)
             self.summary["first_frame_s"] = min(self.summary.get("first_frame_s", first), first)

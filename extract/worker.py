@@ -83,6 +83,12 @@ class JobDone:
     frames: int
     detected: int = 0  # frames the face detector ran on (fewer than ``frames`` with keyframes)
     first_frame_at: float = 0.0  # time.time() when the job's first frame was decoded (start-up figures)
+    tiny: tuple[int, ...] = ()  # frames whose face (crop or box) was under MIN_FACE_SIDE pixels: kept face-less
+
+
+# A face crop or box narrower than this has no face in it a backbone could read (a 1x1 "crop" upscaled
+# to 64x64 is one flat colour): the frame keeps its row, without a face, and the run says so.
+MIN_FACE_SIDE = 8
 
 
 @dataclass
@@ -134,9 +140,12 @@ def _run_frames(job: Job, settings: FaceSettings, send) -> int:
 
     (subject,) = job.subjects
     buf = _Buffer(subject.sample_id)
-    n, first = 0, 0.0
+    n, first, tiny = 0, 0.0, []
     for frame_index, image in iter_frame_folder(job.path, job.n_frames):
         first = first or time.time()
+        if image is not None and min(image.shape[:2]) < MIN_FACE_SIDE:
+            tiny.append(frame_index)
+            image = None
         if image is None:
             buf.add(frame_index, None, None, 0.0)
         else:
@@ -148,10 +157,10 @@ def _run_frames(job: Job, settings: FaceSettings, send) -> int:
             send(buf.take(job.job_id, settings.input_size))
     if buf.index:
         send(buf.take(job.job_id, settings.input_size))
-    return n, first
+    return n, first, tuple(tiny)
 
 
-def _run_video(job: Job, settings: FaceSettings, detector, send) -> tuple[int, int, float]:
+def _run_video(job: Job, settings: FaceSettings, detector, send) -> tuple[int, int, float, tuple]:
     from extract.backbones import to_model_input
     from extract.crops import encode_jpeg
     from extract.faces import SubjectTracker, crop_face
@@ -163,12 +172,15 @@ def _run_video(job: Job, settings: FaceSettings, detector, send) -> tuple[int, i
     trackers = [SubjectTracker(side=s.side) for s in job.subjects]
     buffers = [_Buffer(s.sample_id) for s in job.subjects]
     height, width = settings.input_size[:2]
-    n, first = 0, 0.0
+    n, first, tiny = 0, 0.0, []
     for frame_index, frame in iter_video(job.path):
         first = first or time.time()
         detections = detector.detect(frame)
         for tracker, buf in zip(trackers, buffers):
             det = tracker.update(detections, frame.shape[1])
+            if det is not None and min(det.box[2] - det.box[0], det.box[3] - det.box[1]) < MIN_FACE_SIDE:
+                tiny.append(frame_index)
+                det = None
             if det is None:
                 buf.add(frame_index, None, None, 0.0)
                 continue
@@ -190,7 +202,7 @@ def _run_video(job: Job, settings: FaceSettings, detector, send) -> tuple[int, i
     for buf in buffers:
         if buf.index:
             send(buf.take(job.job_id, settings.input_size))
-    return n, (detector.stats["detected"] if settings.detect_every > 1 else n), first
+    return n, (detector.stats["detected"] if settings.detect_every > 1 else n), first, tuple(tiny)
 
 
 def worker_main(jobs, results, warm_up_detector: bool, worker: int = 0, free=None) -> None:
@@ -226,18 +238,18 @@ def worker_main(jobs, results, warm_up_detector: bool, worker: int = 0, free=Non
         settings, job = item
         try:
             if job.mode == "frames":
-                n, first = _run_frames(job, settings, send)
+                n, first, tiny = _run_frames(job, settings, send)
                 detected = n
             else:
                 if detector is None:
                     from extract.faces import FaceDetector  # mediapipe loads a runtime: frames mode skips it
 
                     detector = FaceDetector(model=settings.detector, min_score=settings.min_score)
-                n, detected, first = _run_video(job, settings, detector, send)
+                n, detected, first, tiny = _run_video(job, settings, detector, send)
             if n == 0:
                 results.put(JobFailed(job.job_id, f"{job.path}: no frames; check the file or folder"))
             else:
-                results.put(JobDone(job.job_id, n, detected, first))
+                results.put(JobDone(job.job_id, n, detected, first, tiny))
         except SourceError as err:
             results.put(JobFailed(job.job_id, str(err)))
         except Exception as err:  # reported with its traceback, never swallowed: the run's exit code says so

@@ -328,6 +328,24 @@ def test_a_png_named_jpg_is_read_and_garbage_is_not_called_truncated(tmp_path):
         list(iter_frame_folder(tmp_path))
 
 
+def test_a_1x1_crop_is_a_frame_without_a_face_and_the_run_says_so(tmp_path, caplog):
+    import cv2
+
+    generate(tmp_path / "data", seed=5, n_clips=3, min_frames=20, max_frames=22, raw_videos=0)
+    sample = sorted((tmp_path / "data" / "cropped_aligned").iterdir())[0]
+    cv2.imwrite(str(sample / "00003.jpg"), np.full((1, 1, 3), 128, np.uint8))
+    cfg = ExtractConfig(
+        dataset="synthetic", data_root=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), workers=1
+    )
+    summary = run_extract(cfg)
+    assert summary["failed"] == [] and summary["tiny_faces"] == [{"path": str(sample), "frames": [3]}]
+    video = CacheReader(cache_path(cfg.cache_dir, "synthetic", "fer")).read(sample.name)
+    assert not video.face_mask[video.frame_index == 3].any() and video.face_mask[video.frame_index == 2].all()
+    assert not video.embeddings[video.frame_index == 3].any()  # the row is kept, zeroed like any face-less frame
+    warned = [r.getMessage() for r in caplog.records if "under 8 pixels" in r.getMessage()]
+    assert len(warned) == 1 and str(sample) in warned[0] and "(frames 3)" in warned[0]
+
+
 def test_a_truncated_model_file_is_not_called_missing(tmp_path):
     from extract.backbones import load_backbone
 
