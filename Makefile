@@ -20,6 +20,7 @@ SAVE_CROPS   ?= 0
 EXTRACT_ARGS ?=
 REBALANCE    ?= none
 TRAIN_ARGS   ?=
+DISTRIBUTION ?= none
 RUN          ?=
 SPLIT        ?= validation
 NO_FACE      ?= auto
@@ -86,7 +87,7 @@ extract: $(STAMP) ## Fill the feature cache CACHE_DIR/DATASET/BACKBONE.h5 (resum
 train: $(STAMP) ## Train MODEL on TASK from the cache; writes RUNS_DIR/<run id>/ (TRAIN_ARGS: more flags)
 	$(PY) -m train --dataset $(DATASET) --data-root "$(DATA_ROOT)" --backbone "$(BACKBONE)" --model $(MODEL) \
 	  --task $(TASK) --cache-dir "$(CACHE_DIR)" --runs-dir "$(RUNS_DIR)" --rebalance $(REBALANCE) --seed $(SEED) \
-	  $(TRAIN_ARGS)
+	  --distribution $(DISTRIBUTION) $(TRAIN_ARGS)
 
 report: $(STAMP) ## Every run of RUNS_DIR -> REPORT_DIR/index.html + summary.md (open from disk)
 	$(PY) -m evaluate report --runs-dir "$(RUNS_DIR)" --report-dir "$(REPORT_DIR)"

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
             "rebalance": REBALANCE,
             "eri_loss": ("mse", "pearson"),
             "jit_compile": ("auto", "on", "off"),
+            "distribution": ("none", "data"),
             "verbose": (0, 1, 2),
         },
     )

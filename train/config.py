@@ -37,6 +37,9 @@ class TrainConfig(DataFields, RunFields):
         va_bins: bins per axis of the (valence, arousal) histogram (``va-hist``, va ``undersample``).
         eri_loss: ``mse`` or ``pearson`` (1 - Pearson) for the eri task.
         jit_compile: ``auto``, ``on`` or ``off`` (XLA for the train step).
+        distribution: DISTRIBUTION: ``none`` (one device) or ``data``: ``keras.distribution.DataParallel``
+            over every local accelerator (JAX backend; each batch is split over the devices; across
+            hosts after ``keras.distribution.initialize`` from its ``KERAS_DISTRIBUTION_*`` variables).
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -57,6 +60,7 @@ class TrainConfig(DataFields, RunFields):
     va_bins: int = 40
     eri_loss: str = "mse"
     jit_compile: str = "auto"
+    distribution: str = "none"
 
     def resolved(self) -> "TrainConfig":
         """The config with derived defaults filled in (what ``config.json`` records)."""
@@ -93,8 +97,16 @@ class TrainConfig(DataFields, RunFields):
             ("eri_loss", self.eri_loss in ("mse", "pearson"), "must be mse or pearson"),
             ("jit_compile", self.jit_compile in ("auto", "on", "off"), "must be auto, on or off"),
             ("patience", self.patience >= 0, "must be >= 0"),
+            ("distribution", self.distribution in ("none", "data"), "must be none or data"),
         ]
         for name, ok, why in checks:
             if not ok:
                 raise ConfigError(f"--{name.replace('_', '-')} {why}, got {getattr(self, name)!r}")
+        if self.distribution == "data":
+            import keras
+
+            if keras.backend.backend() != "jax":
+                raise ConfigError(
+                    f"--distribution data needs the JAX backend: set KERAS_BACKEND=jax (now {keras.backend.backend()})"
+                )
         return self

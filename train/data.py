@@ -307,6 +307,7 @@ class WindowDataset(keras.utils.PyDataset):
         self._targets = split.targets() if with_targets else None
         self._rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
         self._order = np.arange(len(self.sample))
+        self.pad_to = batch_multiple()
         self.on_epoch_end()
 
     def __len__(self) -> int:
@@ -321,18 +322,36 @@ class WindowDataset(keras.utils.PyDataset):
         for _ in range(n):
             self.on_epoch_end()
 
+    def real_rows(self) -> np.ndarray:
+        """Over every batch's rows in order: True for a window, False for a repeat that padded its batch
+        to a multiple of the device count (``pad_to``)."""
+        sizes = [len(self._order[i * self.batch_size : (i + 1) * self.batch_size]) for i in range(len(self))]
+        return np.concatenate([np.arange(n + (-n % self.pad_to)) < n for n in sizes])
+
     def __getitem__(self, index: int):
         pick = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        extra = -len(pick) % self.pad_to
+        pick = np.concatenate([pick, np.repeat(pick[-1:], extra)]) if extra else pick
         sample, start = self.sample[pick], self.start[pick]
         rows = window_rows(self.split, sample, start, self.seq_len)
         x = {"embeddings": self.split.x[rows].astype(np.float32), "face": self.split.face[rows].astype(np.float32)}
         if not self.with_targets:
             return x
         if self.split.task.level == "frame":
-            return x, self._targets[rows]
-        y = self._targets[sample].copy()
-        y[:, -1] *= x["face"].max(axis=1)  # a window without any face says nothing about its clip
+            y = self._targets[rows]
+        else:
+            y = self._targets[sample].copy()
+            y[:, -1] *= x["face"].max(axis=1)  # a window without any face says nothing about its clip
+        if extra:
+            y = y.copy()
+            y[len(pick) - extra :, ..., -1] = 0.0  # the repeated rows count in no loss
         return x, y
+
+
+def batch_multiple() -> int:
+    """Batches split evenly over the devices of the active ``keras.distribution`` (1 without one)."""
+    dist = keras.distribution.distribution()
+    return int(np.prod(dist.device_mesh.shape)) if dist is not None else 1
 
 
 def predict_split(
@@ -352,6 +371,8 @@ def predict_split(
         else WindowDataset(split, sample, start, seq_len, batch_size, with_targets=False)
     )
     out = np.asarray(model.predict(ds, verbose=0), np.float32)
+    if isinstance(ds, WindowDataset) and ds.pad_to > 1:
+        out = out[ds.real_rows()]  # drop the rows that only padded a batch
     rows = window_rows(split, sample, start, seq_len)
     if split.task.level == "frame":
         owned = (np.arange(seq_len) >= own[:, None]) & (rows < split.n_frames)

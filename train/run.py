@@ -40,6 +40,7 @@ from train.data import (
     predictions_table,
     train_windows,
 )
+from train.distribution import data_parallel
 from train.models import build_model
 from train.rebalance import apply_rebalance
 
@@ -194,7 +195,6 @@ def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
     """
     cfg = cfg.resolved().validate()
     task = TASKS[cfg.task]
-    monitor = f"val_{task.monitor}"
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.seed)
 
@@ -226,22 +226,29 @@ def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
     )
 
     dataset = WindowDataset(train, sample, start, cfg.seq_len, cfg.batch_size, shuffle_seed=cfg.seed)
-    keras.utils.set_random_seed(cfg.seed)  # weights depend on the seed only, not on what ran before
-    model = build_model(cfg, task, mean, variance)
-    model.compile(
-        optimizer=keras.optimizers.Adam(cfg.lr),
-        loss=task.make_loss(cfg),
-        jit_compile={"auto": "auto", "on": True, "off": False}[cfg.jit_compile],
-    )
-
     info = {
         "split": how,
         "train": train_info,
         "validation": val_info,
         "train_windows": int(len(sample)),
         "embedding_dim": int(mean.shape[0]),
-        "parameters": int(model.count_params()),
     }
+    with data_parallel(cfg.distribution, cfg.batch_size) as devices:
+        info["devices"] = len(devices) or 1
+        return _fit(cfg, task, reader, dataset, val, (mean, variance), info, dist)
+
+
+def _fit(cfg: TrainConfig, task: TaskSpec, reader, dataset, val, stats: tuple, info: dict, dist: dict) -> Path:
+    """Builds the model (under the distribution, when one is set), fits it, scores the best epoch."""
+    monitor = f"val_{task.monitor}"
+    keras.utils.set_random_seed(cfg.seed)  # weights depend on the seed only, not on what ran before
+    model = build_model(cfg, task, *stats)
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.lr),
+        loss=task.make_loss(cfg),
+        jit_compile={"auto": "auto", "on": True, "off": False}[cfg.jit_compile],
+    )
+    info["parameters"] = int(model.count_params())
     folder = _open_folder(cfg, reader, info, dist)
     resume = folder.resume_point(monitor)
     if resume["epoch"]:
