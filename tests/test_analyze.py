@@ -20,6 +20,7 @@ from evaluate.analyze import FRAMES, OVERLAY, SUMMARY, TIMELINE, AnalyzeConfig, 
 from extract.cache import CacheReader, cache_path
 from extract.pipeline import ExtractConfig, run_extract
 from extract.sources import iter_video
+from tests.train_helpers import TINY
 from train.config import TrainConfig
 from train.run import run_training
 
@@ -50,14 +51,7 @@ def trained(tmp_path_factory):
         runs_dir=str(root / "runs"),
         task="expr",
         model="gru",
-        seq_len=16,
-        stride=8,
-        epochs=2,
-        batch_size=8,
-        layers=1,
-        units=8,
-        jit_compile="off",
-        verbose=0,
+        **TINY,
     )
     return root, run_training(cfg)
 

@@ -20,7 +20,7 @@ from core.tasks import TASKS
 from evaluate.__main__ import main
 from evaluate.report import build_report, collect_runs, comparison_tables, extraction_table, runs_table
 from extract.cache import CacheReader, summary_path
-from tests.train_helpers import random_dataset
+from tests.train_helpers import TINY, random_dataset
 from train.config import TrainConfig
 from train.run import run_training
 
@@ -184,14 +184,7 @@ def runs(tmp_path_factory):
             runs_dir=str(runs),
             task="expr",
             model="gru",
-            seq_len=16,
-            stride=8,
-            epochs=2,
-            batch_size=8,
-            layers=1,
-            units=8,
-            jit_compile="off",
-            verbose=0,
+            **TINY,
         ),
         table=table,
     )

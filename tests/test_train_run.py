@@ -15,15 +15,13 @@ import pytest
 from core.tasks import TASKS
 from data_manifests.schema import EXPR_CLASSES
 from extract.cache import CacheReader
-from tests.train_helpers import context_dataset, random_dataset
+from tests.train_helpers import TINY, context_dataset, random_dataset
 from train.__main__ import build_parser, main
 from train.config import TrainConfig
 from train.data import load_split, predict_split
 from train.run import run_training
 
 pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
-
-TINY = dict(seq_len=16, stride=8, epochs=2, batch_size=8, layers=1, units=8, jit_compile="off", verbose=0)
 
 
 def _cfg(tmp, **kw):

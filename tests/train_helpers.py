@@ -8,6 +8,9 @@ import pandas as pd
 from data_manifests.schema import COLUMNS
 from extract.cache import CacheMeta, VideoWriter, cache_path, merge_shards, parts_dir_for
 
+# The smallest training run that still learns the tests' signals: seconds on 2 cores.
+TINY = dict(seq_len=16, stride=8, epochs=2, batch_size=8, layers=1, units=8, jit_compile="off", verbose=0)
+
 
 def write_cache(root, videos: dict, dim: int, dataset: str = "synthetic", backbone: str = "fer"):
     """``videos``: id -> (embeddings [T, D], frame_index [T], face_mask [T]); returns the cache path."""
