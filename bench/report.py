@@ -51,6 +51,14 @@ _TRAIN = Target(
     0.90,
     "stage two from the cache >= 90% of the in-memory rate",
 )
+_STREAM = Target(
+    "train_stream_vs_memory",
+    "train_seq_s_stream",
+    "train_seq_s_memory",
+    ">=",
+    0.90,
+    "stage two streaming its windows from the cache (over --max-ram-gb) >= 90% of in RAM",
+)
 
 # Keyframe detection must keep what per-frame detection puts in the cache (any machine).
 _KEYFRAMES = (
@@ -100,6 +108,7 @@ TARGETS: dict[str, tuple[Target, ...]] = {
         ),
         *_KEYFRAMES,
         _TRAIN,
+        _STREAM,
         _memory("main"),
         _memory("worker"),
         *_PEER,
@@ -167,6 +176,8 @@ TABLE = (
     ("HDF5", "hdf5_read_windows_s", "random windows/s"),
     ("stage two", "train_seq_s_memory", "windows/s, in memory"),
     ("stage two", "train_seq_s_cache", "windows/s, from the cache"),
+    ("stage two", "train_seq_s_stream", "windows/s, streamed from the cache (over --max-ram-gb)"),
+    ("stage two", "train_data_windows_s_stream", "windows/s, data path alone, streamed"),
     ("stage two", "cache_load_frames_s", "frames/s, cache -> RAM"),
     ("fer's own loop (TFLite, default)", "peer_fer_fps_loop", "frames/s, FER(mtcnn=False).detect_emotions"),
     ("fer's own loop (Keras model)", "peer_fer_keras_fps_loop", "frames/s, use_tflite=False"),

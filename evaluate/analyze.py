@@ -308,7 +308,7 @@ def unlabelled_split(task: TaskSpec, feats):
 def window_predictions(model, split, seq_len: int, batch: int) -> np.ndarray:
     """``[N, K]``: each frame's output from the one tiling window that owns it (``make predict``'s
     windows); a clip model's window output is given to every frame that window owns."""
-    from train.data import WindowDataset, predict_split, tiling_windows, window_rows
+    from train.windows import WindowDataset, predict_split, tiling_windows, window_rows
 
     if split.task.level == "frame":
         return predict_split(model, split, seq_len, batch)

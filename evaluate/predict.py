@@ -2,7 +2,7 @@
 
 Loads ``<run>/model.keras`` (``safe_mode=True``) and ``config.json``, reads the dataset table and
 the run's feature cache, and predicts every cached frame of every sample of that split and task
-with :func:`train.data.predict_split` (the tiling windows the validation scores use: each frame
+with :func:`train.windows.predict_split` (the tiling windows the validation scores use: each frame
 is predicted once, in context). Writes ``<RUNS_DIR>/<run id>/predictions_<split>/``:
 
 - ``abaw_<task>.txt`` (tasks whose entry has ``submission``: ``va``, ``expr``, ``au``): the ABAW challenge submission
@@ -60,8 +60,9 @@ from core.tasks import TASKS, TaskSpec
 from data_manifests.loader import load_dataset
 from data_manifests.schema import SPLITS
 from extract.cache import CacheReader, cache_path
-from train.data import SplitData, load_split, predict_split
+from train.data import SplitData, load_split
 from train.models import MODELS  # importing it also registers the custom layers model.keras holds
+from train.windows import predict_split
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ The model is the two stages glued: ``pixels [B, T, H, W, C]`` -> the fine-tuning
 encoder (backbone -> ``embedding``, ``finetune.model``) on every frame (``TimeDistributed``) ->
 stage two's ``--model`` (``train.models``: standardise, gate faceless frames, GRU/LSTM, head).
 Clips are cut, labelled and scored exactly as stage two cuts windows from the cache
-(``train.data``: training windows every ``stride`` frames, validation tiled), so the metrics are
+(``train.windows``: training windows every ``stride`` frames, validation tiled), so the metrics are
 comparable; frames without a crop are faceless rows (zero pixels, gated, never scored).
 Training: ``warmup_epochs`` with the backbone frozen (the RNN learns from the pretrained
 embeddings), then ``epochs`` with its top ``unfreeze_blocks`` blocks trainable.
@@ -40,8 +40,9 @@ from finetune.data import Augment, labelled_crops, read_any, saved_crops, split_
 from finetune.model import EMBEDDING_LAYER, build_model
 from finetune.run import fit_in_phases, open_run
 from train.config import TrainConfig
-from train.data import SplitData, predict_split, predictions_table, train_windows, window_rows
+from train.data import SplitData, predictions_table
 from train.rebalance import apply_rebalance
+from train.windows import predict_split, train_windows, window_rows
 
 log = logging.getLogger(__name__)
 

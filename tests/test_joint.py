@@ -18,7 +18,7 @@ from finetune.data import Augment
 from finetune.joint import ClipDataset, JointConfig, build_joint, clip_split, run_joint
 from finetune.model import build_model, set_trainable
 from tests.train_helpers import tiny_crop_table
-from train.data import train_windows
+from train.windows import train_windows
 
 pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
 

@@ -9,16 +9,8 @@ import pytest
 from core.tasks import TASKS
 from extract.cache import CacheReader
 from tests.train_helpers import random_dataset, row, table, write_cache
-from train.data import (
-    WindowDataset,
-    choose_splits,
-    join_by_frame,
-    load_split,
-    predict_split,
-    predictions_table,
-    tiling_windows,
-    train_windows,
-)
+from train.data import choose_splits, join_by_frame, load_split, predictions_table
+from train.windows import WindowDataset, predict_split, tiling_windows, train_windows
 
 
 def test_join_by_frame_matches_numbers_not_positions():

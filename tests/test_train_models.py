@@ -11,8 +11,9 @@ from core.tasks import TASKS
 from extract.cache import CacheReader
 from tests.train_helpers import random_dataset
 from train.config import TrainConfig
-from train.data import WindowDataset, load_split, train_windows
+from train.data import load_split
 from train.models import MODELS, build_model
+from train.windows import WindowDataset, train_windows
 
 DIM = 8
 

@@ -18,8 +18,9 @@ from extract.cache import CacheReader
 from tests.train_helpers import TINY, context_dataset, random_dataset
 from train.__main__ import build_parser, main
 from train.config import TrainConfig
-from train.data import load_split, predict_split
+from train.data import load_split
 from train.run import run_training
+from train.windows import predict_split
 
 pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
 

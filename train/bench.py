@@ -1,7 +1,7 @@
 """`python -m train.bench`: training throughput (windows/s) and the data path's share of it.
 
 Builds an in-memory split of random embeddings (no cache, no dataset needed), then measures
-(1) the data path alone: :class:`train.data.WindowDataset` batches per second, and (2) ``fit`` of
+(1) the data path alone: :class:`train.windows.WindowDataset` batches per second, and (2) ``fit`` of
 the chosen model on those batches, timing the epochs after the first (which pays compilation).
 If (1) is many times (2), the accelerator never waits on the data.
 
@@ -22,8 +22,9 @@ import numpy as np
 
 from core.tasks import TASKS
 from train.config import TrainConfig
-from train.data import SplitData, WindowDataset, train_windows
+from train.data import SplitData
 from train.models import MODELS, build_model
+from train.windows import WindowDataset, train_windows
 
 
 class _EpochTimer(keras.callbacks.Callback):

@@ -37,6 +37,8 @@ class TrainConfig(DataFields, RunFields):
         va_bins: bins per axis of the (valence, arousal) histogram (``va-hist``, va ``undersample``).
         eri_loss: ``mse`` or ``pearson`` (1 - Pearson) for the eri task.
         jit_compile: ``auto``, ``on`` or ``off`` (XLA for the train step).
+        max_ram_gb: a split whose embeddings (float16) exceed this many GB is not read into RAM: its
+            windows stream from the cache, the same windows in the same order (``train.streaming``).
         distribution: DISTRIBUTION: ``none`` (one device) or ``data``: ``keras.distribution.DataParallel``
             over every local accelerator (JAX backend; each batch is split over the devices; across
             hosts after ``keras.distribution.initialize`` from its ``KERAS_DISTRIBUTION_*`` variables).
@@ -60,6 +62,7 @@ class TrainConfig(DataFields, RunFields):
     va_bins: int = 40
     eri_loss: str = "mse"
     jit_compile: str = "auto"
+    max_ram_gb: float = 8.0
     distribution: str = "none"
 
     def resolved(self) -> "TrainConfig":
@@ -98,6 +101,7 @@ class TrainConfig(DataFields, RunFields):
             ("jit_compile", self.jit_compile in ("auto", "on", "off"), "must be auto, on or off"),
             ("patience", self.patience >= 0, "must be >= 0"),
             ("distribution", self.distribution in ("none", "data"), "must be none or data"),
+            ("max_ram_gb", self.max_ram_gb > 0, "must be > 0"),
         ]
         for name, ok, why in checks:
             if not ok:

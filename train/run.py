@@ -30,19 +30,11 @@ from core.run_folder import RunFolder
 from core.tasks import TASKS, TaskSpec
 from extract.cache import CacheReader, cache_path
 from train.config import TrainConfig
-from train.data import (
-    SplitData,
-    WindowDataset,
-    choose_splits,
-    embedding_stats,
-    load_split,
-    predict_split,
-    predictions_table,
-    train_windows,
-)
+from train.data import SplitData, choose_splits, embedding_stats, load_split, predictions_table
 from train.distribution import data_parallel
 from train.models import build_model
 from train.rebalance import apply_rebalance
+from train.windows import WindowDataset, predict_split, train_windows
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +194,8 @@ def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
     reader = CacheReader(cache_path(cfg.cache_dir, cfg.dataset, cfg.backbone))
     check_backbone(reader, cfg.backbone)
     train_rows, val_rows, how = choose_splits(rows, cfg.seed, cfg.val_fraction)
-    train, train_info = load_split(reader, train_rows, task)
-    val, val_info = load_split(reader, val_rows, task)
+    train, train_info = load_split(reader, train_rows, task, cfg.max_ram_gb)
+    val, val_info = load_split(reader, val_rows, task, cfg.max_ram_gb)
     if not val.eligible.any():
         raise ValueError(
             f"{reader.path}: the validation split has no annotated {task.level} with a face; nothing to score"
