@@ -12,6 +12,7 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     from core.config import add_fields
     from data_manifests.schema import SPLITS
+    from evaluate import NO_FACE_POLICIES
     from evaluate.analyze import AnalyzeConfig
 
     p = argparse.ArgumentParser(
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--no-face",
         default="auto",
-        metavar="{auto,model,nearest}",
+        metavar="{" + ",".join(NO_FACE_POLICIES) + "}",
         help="prediction for frames without a face (default %(default)s; see below)",
     )
     q.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: the run's)")
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with the run's model and write <analysis-dir>/<video>/: frames.csv, overlay.mp4, timeline.png, "
         "summary.json. A folder is analysed in one run; videos already analysed by this run are skipped.",
     )
-    add_fields(a, AnalyzeConfig, choices={"no_face": ("auto", "model", "nearest")})
+    add_fields(a, AnalyzeConfig, choices={"no_face": NO_FACE_POLICIES})
     return p
 
 

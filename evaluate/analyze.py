@@ -170,7 +170,7 @@ def analyze(cfg: AnalyzeConfig) -> dict:
         ``run``, ``videos`` (each one's summary), ``skipped`` (complete from an earlier call),
         ``problems`` (one line per file that could not be analysed), ``seconds``, ``frames_per_s``.
     """
-    from evaluate.predict import NO_FACE_POLICIES, check_cache
+    from evaluate import NO_FACE_POLICIES
     from extract.cache import CacheReader
     from extract.pipeline import extract_table
 
@@ -193,6 +193,8 @@ def analyze(cfg: AnalyzeConfig) -> dict:
         summary = extract_table(extract_cfg, _samples([v for v, _ in todo], [i for _, i in todo]), "video")
         problems += [f["reason"] for f in summary["failed"]]
         failed = {f["path"] for f in summary["failed"]}
+        from evaluate.predict import check_cache  # imports the backend: after stage one, whose workers need the cores
+
         reader = CacheReader(cache_path(extract_cfg.cache_dir, extract_cfg.dataset, extract_cfg.backbone))
         check_cache(reader, config)
         predictor = _Predictor(folder, config, cfg.no_face)

@@ -59,6 +59,7 @@ from core.run_folder import RunFolder, predictions_dir
 from core.tasks import TASKS, TaskSpec
 from data_manifests.loader import load_dataset
 from data_manifests.schema import SPLITS
+from evaluate import NO_FACE_POLICIES
 from extract.cache import CacheReader, cache_path
 from train.data import SplitData, load_split
 from train.models import MODELS  # importing it also registers the custom layers model.keras holds
@@ -66,7 +67,6 @@ from train.windows import predict_split
 
 log = logging.getLogger(__name__)
 
-NO_FACE_POLICIES = ("auto", "model", "nearest")
 # What must agree between the cache a run was trained on and the one it now reads.
 CACHE_IDENTITY = ("backbone", "weights_sha256", "embedding_layer", "embedding_dim", "input_size", "preprocessing")
 
