@@ -174,22 +174,10 @@ def load_split(
         frames.append(feats.frame_index)
         labels.append(lab)
         valids.append(valid)
-    dim = reader.meta.embedding_dim
     lengths = [len(f) for f in frames]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    streamed = (int(offsets[-1]) + 1) * dim * 2 > max_ram_gb * 2**30
-    if streamed:
-        x = CachedEmbeddings(reader.path, ids, offsets, dim)
-        log.info(
-            "%s: %d frames x %d exceed --max-ram-gb %g: windows stream from the cache",
-            reader.path,
-            offsets[-1],
-            dim,
-            max_ram_gb,
-        )
-    else:
-        xs = [reader.read(i, fields=("embeddings",)).embeddings for i in ids]
-        x = np.concatenate(xs + [np.zeros((1, dim), np.float16)]).astype(np.float16, copy=False)
+    x = _embeddings(reader, ids, offsets, max_ram_gb)
+    streamed = isinstance(x, CachedEmbeddings)
     split = SplitData(
         task=task,
         sample_ids=ids,
@@ -216,6 +204,22 @@ def load_split(
         "streamed": bool(streamed),
     }
     return split, info
+
+
+def _embeddings(reader: CacheReader, ids: list[str], offsets: np.ndarray, max_ram_gb: float):
+    """The split's ``x``: float16 ``[N + 1, D]`` in RAM, or read window by window when over the budget."""
+    dim = reader.meta.embedding_dim
+    if (int(offsets[-1]) + 1) * dim * 2 > max_ram_gb * 2**30:
+        log.info(
+            "%s: %d frames x %d exceed --max-ram-gb %g: windows stream from the cache",
+            reader.path,
+            offsets[-1],
+            dim,
+            max_ram_gb,
+        )
+        return CachedEmbeddings(reader.path, ids, offsets, dim)
+    xs = [reader.read(i, fields=("embeddings",)).embeddings for i in ids]
+    return np.concatenate(xs + [np.zeros((1, dim), np.float16)]).astype(np.float16, copy=False)
 
 
 def choose_splits(rows: pd.DataFrame, seed: int, val_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, str]:
