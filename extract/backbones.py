@@ -74,6 +74,8 @@ class BackboneSpec:
             which fine-tuning puts in front of the backbone; None: not fine-tunable.
         crop: how its face crops are cut from a video (margin, alignment); the colour follows
             ``input_size`` (1 channel: gray, converted in the workers).
+        default_weights_sha: ``() -> the weights_sha256`` a load without ``weights`` records (the
+            file the entry ships); None: random init, ``"random-init:seed=<n>"``.
     """
 
     name: str
@@ -82,6 +84,13 @@ class BackboneSpec:
     builder: Callable
     preprocess_layers: Callable | None = None
     crop: CropPolicy = CropPolicy()
+    default_weights_sha: Callable[[], str] | None = None
+
+    def weights_sha(self, weights: str = "", seed: int = 0) -> str:
+        """The ``weights_sha256`` that loading with ``weights`` (a file, or empty) records, without building."""
+        if weights:
+            return bm.sha256_file(weights)
+        return self.default_weights_sha() if self.default_weights_sha else f"random-init:seed={seed}"
 
 
 def _application(name: str, constructor: str, module: str, preprocessing: str, layers: Callable) -> BackboneSpec:
@@ -101,6 +110,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             bm.build_fer,
             bm.rescale_layers(2.0 / 255.0, -1.0),
             FER_CROP,
+            lambda: bm.sha256_file(bm.fer_model_path()),
         ),
         _application("resnet50", "ResNet50", "resnet50", _CAFFE.format("resnet50"), bm.caffe_layers),
         _application(

