@@ -51,6 +51,7 @@ FRAMES, PARQUET, OVERLAY, TIMELINE, SUMMARY = (
     "summary.json",
 )
 CACHE_FOLDER = ".cache"
+DEFAULT_FPS = 25.0
 # What the run's cache fixes about the embeddings, and how faces were found (only when it read videos).
 BACKBONE_FIELDS = ("weights", "embedding_layer", "precision")
 FACE_FIELDS = ("detector", "min_score", "margin", "align", "detect_every")
@@ -170,13 +171,12 @@ def analyze(cfg: AnalyzeConfig) -> dict:
         ``run``, ``videos`` (each one's summary), ``skipped`` (complete from an earlier call),
         ``problems`` (one line per file that could not be analysed), ``seconds``, ``frames_per_s``.
     """
-    from evaluate import NO_FACE_POLICIES
+    from evaluate import check_no_face
     from extract.cache import CacheReader
     from extract.pipeline import extract_table
 
     start = time.perf_counter()
-    if cfg.no_face not in NO_FACE_POLICIES:
-        raise ValueError(f"unknown --no-face policy '{cfg.no_face}'; choose one of: {', '.join(NO_FACE_POLICIES)}")
+    check_no_face(cfg.no_face)
     folder = RunFolder.resolve(cfg.run, cfg.runs_dir)
     config = folder.read_config()
     if not folder.model_path.is_file():
@@ -213,24 +213,24 @@ class _Predictor:
         import keras
 
         import core.losses  # noqa: F401  (registers the losses model.keras was compiled with)
+        from evaluate import no_face_policy
         from train.models import MODELS  # importing it also registers the custom layers model.keras holds
 
         self.run_id = folder.path.name
         self.config = config
         self.task: TaskSpec = TASKS[config["task"]]
-        context = MODELS[config["model"]].context
-        self.policy = ("model" if context else "nearest") if no_face == "auto" else no_face
+        self.policy = no_face_policy(no_face, MODELS[config["model"]].context)
         self.model = keras.saving.load_model(folder.model_path, safe_mode=True)
 
     def write(self, reader, video: Path, vid: str, out: Path, overlay: bool, source: str) -> dict:
         from evaluate.overlay import plot_timeline, write_overlay
-        from extract.fingerprint import fingerprint
         from extract.sources import probe_video
 
         feats = reader.read(vid)
         pred, filled = self.predict(feats)
         fps = probe_video(video).fps
-        table = frames_table(feats, pred, filled, self.task, fps if fps > 0 else 25.0)
+        rate = fps if fps > 0 else DEFAULT_FPS  # a container without a frame rate: timestamps at 25/s
+        table = frames_table(feats, pred, filled, self.task, rate)
         work = out.with_name(out.name + ".partial")
         shutil.rmtree(work, ignore_errors=True)  # left by an interrupted earlier call
         work.mkdir(parents=True)
@@ -241,7 +241,7 @@ class _Predictor:
             files.append(PARQUET)
         plot_timeline(table, self.task, f"{video.name}: {self.task.name} ({self.config['model']})", work / TIMELINE)
         files.append(TIMELINE)
-        drawn = write_overlay(video, work / OVERLAY, table, self.task, fps if fps > 0 else 25.0) if overlay else None
+        drawn = write_overlay(video, work / OVERLAY, table, self.task, rate) if overlay else None
         files += [OVERLAY] if overlay else []
         summary = {
             "video": str(video),
@@ -251,7 +251,7 @@ class _Predictor:
             "model": self.config["model"],
             "frames": int(len(table)),
             "faces": int(table["face"].sum()),
-            "video_seconds": round(len(table) / (fps if fps > 0 else 25.0), 2),
+            "video_seconds": round(len(table) / rate, 2),
             "fps": fps,
             "no_face_policy": self.policy,
             "filled_from_nearest": int(table["filled"].sum()),
@@ -259,7 +259,7 @@ class _Predictor:
             "cache": str(reader.path),
             "overlay": drawn,
             "files": files,
-            "source_fingerprint": fingerprint(video),
+            "source_fingerprint": reader.fingerprints()[vid],  # of the file these embeddings came from
         }
         (work / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
         if out.exists():
@@ -278,10 +278,11 @@ class _Predictor:
     def predict(self, feats) -> tuple[np.ndarray, np.ndarray]:
         """``[N, K]`` per frame and the filled mask; clip tasks: the output of the window holding the frame."""
         from evaluate.predict import fill_nearest
+        from train.windows import predict_frames
 
         split = unlabelled_split(self.task, feats)
         seq_len, batch = int(self.config["seq_len"]), int(self.config["batch_size"])
-        pred = window_predictions(self.model, split, seq_len, batch)
+        pred = predict_frames(self.model, split, seq_len, batch)
         filled = np.zeros(len(pred), bool)
         if self.policy == "nearest":
             pred, filled = fill_nearest(pred, split.face[:-1], split.frame_index, split.offsets)
@@ -305,23 +306,6 @@ def unlabelled_split(task: TaskSpec, feats):
         valid=np.zeros(units, bool),
         keep=np.ones(units, bool),
     )
-
-
-def window_predictions(model, split, seq_len: int, batch: int) -> np.ndarray:
-    """``[N, K]``: each frame's output from the one tiling window that owns it (``make predict``'s
-    windows); a clip model's window output is given to every frame that window owns."""
-    from train.windows import WindowDataset, predict_split, tiling_windows, window_rows
-
-    if split.task.level == "frame":
-        return predict_split(model, split, seq_len, batch)
-    sample, start, own = tiling_windows(split.lengths, seq_len)
-    data = WindowDataset(split, sample, start, seq_len, batch, with_targets=False)
-    out = np.asarray(model.predict(data, verbose=0), np.float32)
-    rows = window_rows(split, sample, start, seq_len)
-    owned = (np.arange(seq_len) >= own[:, None]) & (rows < split.n_frames)
-    pred = np.zeros((split.n_frames, out.shape[-1]), np.float32)
-    pred[rows[owned]] = np.broadcast_to(out[:, None, :], (*rows.shape, out.shape[-1]))[owned]
-    return pred
 
 
 def frames_table(feats, pred: np.ndarray, filled: np.ndarray, task: TaskSpec, fps: float) -> pd.DataFrame:

@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from core.tasks import TaskSpec
+from evaluate.plots import true_runs
 
 # H.264 first (browsers play it) where this OpenCV build can write it; MPEG-4 Part 2 otherwise,
 # which cv2.VideoCapture and ffmpeg-based players read.
@@ -131,9 +132,8 @@ def plot_timeline(table: pd.DataFrame, task: TaskSpec, title: str, path: str | P
     no_face = table["face"].to_numpy(int) == 0
     fig = Figure(figsize=(11, 3.6), dpi=100, layout="constrained")
     ax = fig.subplots()
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], no_face.astype(int), [0]])))
     step = float(np.median(np.diff(time))) if len(time) > 1 else 1.0
-    for lo, hi in zip(edges[::2], edges[1::2]):
+    for lo, hi in true_runs(no_face):
         ax.axvspan(time[lo] - step / 2, time[hi - 1] + step / 2, color="#cccccc", alpha=0.6, lw=0)
     for name, column in zip(task.labels.names, prediction_columns(task)):
         ax.plot(time, table[column].to_numpy(np.float64), lw=1.0, label=name)

@@ -186,7 +186,7 @@ def va_videos(predictions: pd.DataFrame, n: int = 3) -> list[str]:
     return counts.sort_values(ascending=False, kind="stable").index[:n].tolist()
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+def true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """``(start, stop)`` index ranges where ``mask`` is True."""
     padded = np.concatenate([[False], mask, [False]])
     edges = np.flatnonzero(padded[1:] != padded[:-1])
@@ -213,7 +213,7 @@ def plot_va_time(predictions: pd.DataFrame, path: str | Path, n_videos: int = 3)
         valid = df["valid"].to_numpy(int) == 1
         no_face = df["face"].to_numpy(int) == 0
         for ax, dim in zip(row, ("valence", "arousal")):
-            for lo, hi in _runs(no_face):
+            for lo, hi in true_runs(no_face):
                 ax.axvspan(frames[lo] - 0.5, frames[hi - 1] + 0.5, color="#cccccc", alpha=0.6, lw=0)
             ax.plot(frames, np.where(valid, df[f"true_{dim}"], np.nan), color=TRUE, lw=1.3, label="true")
             ax.plot(frames, df[f"pred_{dim}"], color=PRED, lw=1.1, label="predicted")

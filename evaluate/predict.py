@@ -59,7 +59,7 @@ from core.run_folder import RunFolder, predictions_dir
 from core.tasks import TASKS, TaskSpec
 from data_manifests.loader import load_dataset
 from data_manifests.schema import SPLITS
-from evaluate import NO_FACE_POLICIES
+from evaluate import check_no_face, no_face_policy
 from extract.cache import CacheReader, cache_path
 from train.data import SplitData, load_split
 from train.models import MODELS  # importing it also registers the custom layers model.keras holds
@@ -204,8 +204,7 @@ def predict_run(
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
-    if no_face not in NO_FACE_POLICIES:
-        raise ValueError(f"unknown --no-face policy '{no_face}'; choose one of: {', '.join(NO_FACE_POLICIES)}")
+    check_no_face(no_face)
     folder = RunFolder.resolve(str(run), runs_dir)
     run_dir = folder.path
     config = folder.read_config()
@@ -240,7 +239,7 @@ def predict_run(
     model = keras.saving.load_model(model_path, safe_mode=True)
     start = time.perf_counter()
     pred = predict_split(model, data, int(config["seq_len"]), int(batch_size or config["batch_size"]))
-    policy = ("model" if model_spec.context else "nearest") if no_face == "auto" else no_face
+    policy = no_face_policy(no_face, model_spec.context)
     filled = np.zeros(len(pred), bool)
     if task.level == "frame" and policy == "nearest":
         pred, filled = fill_nearest(pred, data.face[: data.n_frames], data.frame_index, data.offsets)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from core.config import DEFAULT_BACKBONE, DataFields, RunFields
 from core.registry import ConfigError
+from train.streaming import DEFAULT_MAX_RAM_GB
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class TrainConfig(DataFields, RunFields):
     va_bins: int = 40
     eri_loss: str = "mse"
     jit_compile: str = "auto"
-    max_ram_gb: float = 8.0
+    max_ram_gb: float = DEFAULT_MAX_RAM_GB
     distribution: str = "none"
 
     def resolved(self) -> "TrainConfig":

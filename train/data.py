@@ -28,7 +28,7 @@ from sklearn.model_selection import GroupShuffleSplit
 
 from core.tasks import TaskSpec
 from extract.cache import CacheReader
-from train.streaming import CachedEmbeddings
+from train.streaming import DEFAULT_MAX_RAM_GB, CachedEmbeddings
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,6 @@ def join_by_frame(
     out_valid = np.zeros(len(cache_frames), bool)
     out_valid[hit] = valid[src[hit]]
     return out, out_valid, int(len(label_frames) - hit.sum())
-
-
-DEFAULT_MAX_RAM_GB = 8.0
 
 
 def load_split(

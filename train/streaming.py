@@ -21,6 +21,9 @@ import numpy as np
 
 from extract.cache import CacheError
 
+# --max-ram-gb's default: a split of more float16 embeddings than this streams from the cache.
+DEFAULT_MAX_RAM_GB = 8.0
+
 
 class CachedEmbeddings:
     """``SplitData.x`` (float16 ``[N + 1, D]``, row ``N`` zeros) read from the cache on demand.

@@ -151,6 +151,31 @@ def batch_multiple() -> int:
     return int(np.prod(dist.device_mesh.shape)) if dist is not None else 1
 
 
+def _tiled_outputs(model: keras.Model, split: SplitData, seq_len: int, batch_size: int, inputs: Callable | None):
+    """The model's output on each tiling window: ``(sample, own_from, rows [W, T], out)``."""
+    sample, start, own = tiling_windows(split.lengths, seq_len)
+    ds = (
+        inputs(sample, start)
+        if inputs is not None
+        else WindowDataset(split, sample, start, seq_len, batch_size, with_targets=False)
+    )
+    out = np.asarray(model.predict(ds, verbose=0), np.float32)
+    if isinstance(ds, WindowDataset) and ds.pad_to > 1:
+        out = out[ds.real_rows()]  # drop the rows that only padded a batch
+    return sample, own, window_rows(split, sample, start, seq_len), out
+
+
+def _by_owner(split: SplitData, own: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``[N, K]``: each frame's value from the window that owns it; a window-level output ``[W, K]``
+    goes to every frame its window owns."""
+    owned = (np.arange(rows.shape[1]) >= own[:, None]) & (rows < split.n_frames)
+    if out.ndim == 2:
+        out = np.broadcast_to(out[:, None, :], (*rows.shape, out.shape[-1]))
+    pred = np.zeros((split.n_frames, out.shape[-1]), np.float32)
+    pred[rows[owned]] = out[owned]
+    return pred
+
+
 def predict_split(
     model: keras.Model, split: SplitData, seq_len: int, batch_size: int, inputs: Callable | None = None
 ) -> np.ndarray:
@@ -161,24 +186,19 @@ def predict_split(
     ``inputs(sample, start)`` makes the model's input batches of those windows (default: a
     :class:`WindowDataset` of the cached embeddings; the joint CNN+RNN reads face crops instead).
     """
-    sample, start, own = tiling_windows(split.lengths, seq_len)
-    ds = (
-        inputs(sample, start)
-        if inputs is not None
-        else WindowDataset(split, sample, start, seq_len, batch_size, with_targets=False)
-    )
-    out = np.asarray(model.predict(ds, verbose=0), np.float32)
-    if isinstance(ds, WindowDataset) and ds.pad_to > 1:
-        out = out[ds.real_rows()]  # drop the rows that only padded a batch
-    rows = window_rows(split, sample, start, seq_len)
+    sample, own, rows, out = _tiled_outputs(model, split, seq_len, batch_size, inputs)
     if split.task.level == "frame":
-        owned = (np.arange(seq_len) >= own[:, None]) & (rows < split.n_frames)
-        pred = np.zeros((split.n_frames, out.shape[-1]), np.float32)
-        pred[rows[owned]] = out[owned]
-        return pred
+        return _by_owner(split, own, rows, out)
     weight = split.face[rows].sum(axis=1).astype(np.float64) + 1e-6
     total = np.zeros((len(split.sample_ids), out.shape[-1]))
     np.add.at(total, sample, out * weight[:, None])
     norm = np.zeros(len(split.sample_ids))
     np.add.at(norm, sample, weight)
     return (total / norm[:, None]).astype(np.float32)
+
+
+def predict_frames(model: keras.Model, split: SplitData, seq_len: int, batch_size: int) -> np.ndarray:
+    """``[N, K]`` per frame for any task: a frame task's as :func:`predict_split`; a clip model's
+    window output given to every frame its window owns (``make analyze``'s timeline)."""
+    _, own, rows, out = _tiled_outputs(model, split, seq_len, batch_size, None)
+    return _by_owner(split, own, rows, out)
