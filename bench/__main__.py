@@ -39,6 +39,7 @@ STAGES = (
     "transport",
     "stage_two",
     "peer",
+    "ray",
 )
 
 _HELP = {
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(cfg: BenchConfig, stages: tuple[str, ...], workdir: Path) -> dict:
     """Runs ``stages`` with ``cfg`` (resolved); returns the flat figures."""
-    from bench import end_to_end, keyframes, naive, peer_fer, stage_one, stage_two, transport
+    from bench import end_to_end, keyframes, naive, peer_fer, ray_cluster, stage_one, stage_two, transport
 
     figures: dict = {}
     every = cfg.detect_every if "keyframes" in stages else 1
@@ -126,6 +127,8 @@ def run(cfg: BenchConfig, stages: tuple[str, ...], workdir: Path) -> dict:
     if "peer" in stages:  # fer's own loop beside `python -m extract`, default settings, each in a fresh process
         figures.update(peer_fer.side_by_side(clip, 1 if cfg.quick else 4, workdir, cfg.workers))
         figures.update(peer_fer.loop_ratios(figures))
+    if "ray" in stages:  # ENGINE=ray against the local engine, and one node against two
+        figures.update(ray_cluster.ray_rates(cfg, workdir, clip))
     return figures
 
 

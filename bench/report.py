@@ -88,6 +88,15 @@ _PEER = (
     Target("startup_noop", "peer_ours_noop_seconds", "", "<=", 3.0, "make extract on a complete cache <= 3 s"),
 )
 
+_RAY = Target(
+    "ray_vs_local",
+    "engine_ray_one_node_fps",
+    "engine_local_fps",
+    ">=",
+    0.85,
+    "ENGINE=ray on one node >= 85% of the local engine's frames/s (same machine, same videos)",
+)
+
 TARGETS: dict[str, tuple[Target, ...]] = {
     "cpu": (
         Target(
@@ -112,6 +121,7 @@ TARGETS: dict[str, tuple[Target, ...]] = {
         _memory("main"),
         _memory("worker"),
         *_PEER,
+        _RAY,
     ),
     "gpu": (
         Target(
@@ -135,6 +145,7 @@ TARGETS: dict[str, tuple[Target, ...]] = {
         _TRAIN,
         _memory("main"),
         _memory("worker"),
+        _RAY,
     ),
 }
 
@@ -191,6 +202,12 @@ TABLE = (
     ("ours vs fer", "peer_ratio_cold", "x, ours from a fresh process (fer TFLite)"),
     ("ours vs fer", "peer_ratio_loop_keras", "x, inside the loops (fer Keras)"),
     ("ours vs fer", "peer_ratio_total", "x, whole process"),
+    ("ENGINE=local, keyframes", "engine_local_fps", "frames/s (work)"),
+    ("ENGINE=ray, one node", "engine_ray_one_node_fps", "frames/s (work)"),
+    ("ENGINE=ray, one node", "engine_ray_one_node_startup_s", "s start-up (Ray, actors)"),
+    ("ENGINE=ray, two nodes (same machine)", "engine_ray_two_nodes_fps", "frames/s (work)"),
+    ("ENGINE=ray vs local", "ray_vs_local", "x, one node"),
+    ("ENGINE=ray vs local", "ray_two_vs_one_node", "x, two nodes vs one"),
 )
 
 

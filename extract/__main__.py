@@ -8,7 +8,7 @@ import os
 import sys
 
 from core.config import add_fields
-from extract.pipeline import INPUT_MODES, TRANSPORTS, ExtractConfig, run_extract
+from extract.pipeline import ENGINES, INPUT_MODES, TRANSPORTS, ExtractConfig, run_extract
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
             "detector": DETECTOR_MODELS,
             "transport": TRANSPORTS,
             "precision": PRECISIONS,
+            "engine": ENGINES,
         },
     )
     return p

@@ -40,7 +40,7 @@ def process_started_at() -> float:
 _IMPORTED = time.time()
 
 
-def _estimate_frames(job: Job) -> int:
+def estimate_frames(job: Job) -> int:
     if job.mode == "frames":
         return job.n_frames
     from extract.sources import SourceError, probe_video
@@ -108,7 +108,7 @@ class JobLoop:
     def __init__(self, pool, jobs: list[Job], cfg, backbone, meta, parts, summary: dict, crops=None):
         self.started = time.perf_counter()
         self.pool, self.cfg, self.meta, self.parts, self.summary, self.crops = pool, cfg, meta, parts, summary, crops
-        estimate = {job.job_id: _estimate_frames(job) for job in jobs}  # opens each video once
+        estimate = {job.job_id: estimate_frames(job) for job in jobs}  # opens each video once
         self.jobs = sorted(jobs, key=lambda job: estimate[job.job_id], reverse=True)  # longest first: no idle worker
         self.total = sum(estimate.values())
         self.by_id = {job.job_id: job for job in self.jobs}

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 INPUT_MODES = ("auto", "frames", "video")
 TRANSPORTS = ("shm", "queue")
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class ExtractConfig(DataFields):
         crop_size: the side of the saved crops, in pixels.
         transport: how crops reach the inference loop: ``shm`` (a shared-memory ring per worker,
             ``extract.transport``) or ``queue`` (pickled); shm falls back to queue when /dev/shm is small.
-        workers: decode/detect processes; 0 means one per core.
+        workers: decode/detect processes; 0 means one per core (``ENGINE=ray``: decoder actors; 0, one
+            per CPU of the cluster the embedders leave).
         batch: crops per inference call (every call has this shape: the last one is padded).
         chunk: frames a worker sends per message.
         precision: ``auto`` (mixed bfloat16 on a GPU with the jax backend, else float32),
@@ -65,6 +67,8 @@ class ExtractConfig(DataFields):
         limit: extract at most this many videos (0: all).
         refresh: extract again the cached videos whose source changed since (their fingerprint,
             ``extract.fingerprint``, differs); without it they are listed and kept.
+        engine: ENGINE: ``local`` (worker processes on this machine) or ``ray`` (a Ray cluster, the one at
+            ``RAY_ADDRESS`` or a local one: ``extract.ray_engine``); both write the same cache.
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -85,6 +89,7 @@ class ExtractConfig(DataFields):
     precision: str = "auto"
     limit: int = 0
     refresh: bool = False
+    engine: str = "local"
 
     def resolved(self) -> "ExtractConfig":
         """The config with ``data_root`` and the backbone's crop policy filled in (what the run summary records)."""
@@ -113,6 +118,8 @@ class ExtractConfig(DataFields):
             ("crop_size", self.crop_size >= 8, "must be >= 8 pixels"),
             ("limit", self.limit >= 0, "must be >= 0 (0: all)"),
             ("transport", self.transport in TRANSPORTS, f"must be one of {', '.join(TRANSPORTS)}"),
+            ("engine", self.engine in ENGINES, f"must be one of {', '.join(ENGINES)}"),
+            ("save_crops", not (self.save_crops and self.engine == "ray"), "runs on ENGINE=local only (not ray)"),
         ]
         for name, ok, why in checks:
             if not ok:
@@ -193,7 +200,7 @@ def extract_table(cfg: ExtractConfig, table, mode: str, start: float | None = No
     For a registry backbone the jobs go to the workers before the backbone loads (its crop size is
     in the registry), so decoding and detection start while the backend imports.
     """
-    from extract.backbones import BACKBONES, load_backbone
+    from extract.backbones import BACKBONES
 
     start = time.perf_counter() if start is None else start
     cfg = cfg.resolved().validate()
@@ -203,21 +210,28 @@ def extract_table(cfg: ExtractConfig, table, mode: str, start: float | None = No
         complete = complete_cache(cfg, table, mode, plan)
         if complete is not None:
             return {**complete, "seconds": round(time.perf_counter() - start, 2)}
+        if cfg.engine == "ray":
+            from extract.ray_engine import require_ray
+
+            require_ray()
+            return _extract(cfg, None, _load(cfg), table, mode, start, plan, None)
         with WorkerPool(cfg.workers or os.cpu_count() or 1, warm_up_detector=mode == "video") as pool:
             spec = BACKBONES.get(cfg.backbone)
             early = face_settings(cfg, spec.input_size) if spec is not None and plan.jobs else None
             if early is not None:
                 pool.submit(early, plan.jobs, cfg.transport)
-            backbone = load_backbone(
-                cfg.backbone,
-                weights=cfg.weights or None,
-                embedding_layer=cfg.embedding_layer or None,
-                precision=cfg.precision,
-            )
-            return _extract(cfg, pool, backbone, table, mode, start, plan, early)
+            return _extract(cfg, pool, _load(cfg), table, mode, start, plan, early)
 
 
-def _extract(cfg, pool: "WorkerPool", backbone, table, mode: str, start: float, plan: Plan, early) -> dict:
+def _load(cfg: ExtractConfig):
+    from extract.backbones import load_backbone
+
+    return load_backbone(
+        cfg.backbone, weights=cfg.weights or None, embedding_layer=cfg.embedding_layer or None, precision=cfg.precision
+    )
+
+
+def _extract(cfg, pool: "WorkerPool | None", backbone, table, mode: str, start: float, plan: Plan, early) -> dict:
     backbone.batch_size = cfg.batch
     settings = face_settings(cfg, backbone.input_size)
     if early is not None and early != settings:
@@ -237,7 +251,11 @@ def _extract(cfg, pool: "WorkerPool", backbone, table, mode: str, start: float, 
     summary = summary_head(cfg, mode, out, table, plan, meta)
     if crops:
         summary["crops"] = str(crops.path)
-    if jobs:
+    if jobs and pool is None:
+        from extract.ray_engine import run_on_ray
+
+        run_on_ray(cfg, jobs, settings, meta, parts, summary)
+    elif jobs:
         JobLoop(pool, jobs, cfg, backbone, meta, parts, summary, crops).run(settings, submitted=early is not None)
     if crops:
         crops.merge()

@@ -14,6 +14,7 @@ import queue as queue_lib
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -134,17 +135,41 @@ class _Buffer:
         return rows
 
 
-def _run_frames(job: Job, settings: FaceSettings, send) -> int:
+@dataclass
+class JobStats:
+    """What a job's rows do not carry, counted while they are made: frames decoded, frames the
+    detector ran on, when the first frame came, the frames whose face was too small."""
+
+    frames: int = 0
+    detected: int = 0
+    first: float = 0.0
+    tiny: list = field(default_factory=list)
+
+    def message(self, job: Job) -> "JobDone | JobFailed":
+        if self.frames == 0:
+            return JobFailed(job.job_id, f"{job.path}: no frames; check the file or folder")
+        return JobDone(job.job_id, self.frames, self.detected, self.first, tuple(self.tiny))
+
+
+def job_rows(job: Job, settings: FaceSettings, detector, stats: JobStats) -> Iterator[Rows]:
+    """A job's :class:`Rows`, at most ``settings.chunk`` frames each, counting into ``stats``; the
+    local workers send them through a queue, the Ray engine yields them (``extract.ray_engine``).
+    ``detector``: a ``FaceDetector`` (video mode) or None (frames mode)."""
+    if job.mode == "frames":
+        return _run_frames(job, settings, stats)
+    return _run_video(job, settings, detector, stats)
+
+
+def _run_frames(job: Job, settings: FaceSettings, stats: JobStats) -> Iterator[Rows]:
     from extract.backbones import to_model_input
     from extract.sources import iter_frame_folder
 
     (subject,) = job.subjects
     buf = _Buffer(subject.sample_id)
-    n, first, tiny = 0, 0.0, []
     for frame_index, image in iter_frame_folder(job.path, job.n_frames):
-        first = first or time.time()
+        stats.first = stats.first or time.time()
         if image is not None and min(image.shape[:2]) < MIN_FACE_SIDE:
-            tiny.append(frame_index)
+            stats.tiny.append(frame_index)
             image = None
         if image is None:
             buf.add(frame_index, None, None, 0.0)
@@ -152,18 +177,17 @@ def _run_frames(job: Job, settings: FaceSettings, send) -> int:
             h, w = image.shape[:2]
             box = np.array([0, 0, w, h], np.float32)
             buf.add(frame_index, to_model_input(image, settings.input_size), box, 1.0)
-        n += 1
+        stats.frames += 1
+        stats.detected += 1
         if len(buf.index) >= settings.chunk:
-            send(buf.take(job.job_id, settings.input_size))
+            yield buf.take(job.job_id, settings.input_size)
     if buf.index:
-        send(buf.take(job.job_id, settings.input_size))
-    return n, first, tuple(tiny)
+        yield buf.take(job.job_id, settings.input_size)
 
 
-def _run_video(job: Job, settings: FaceSettings, detector, send) -> tuple[int, int, float, tuple]:
+def _run_video(job: Job, settings: FaceSettings, detector, stats: JobStats) -> Iterator[Rows]:
     from extract.backbones import to_model_input
-    from extract.crops import encode_jpeg
-    from extract.faces import SubjectTracker, crop_face
+    from extract.faces import SubjectTracker
     from extract.keyframes import KeyframeDetector
     from extract.sources import iter_video
 
@@ -171,38 +195,52 @@ def _run_video(job: Job, settings: FaceSettings, detector, send) -> tuple[int, i
         detector = KeyframeDetector(detector, settings.detect_every)  # one per video: its first frame is a keyframe
     trackers = [SubjectTracker(side=s.side) for s in job.subjects]
     buffers = [_Buffer(s.sample_id) for s in job.subjects]
-    height, width = settings.input_size[:2]
-    n, first, tiny = 0, 0.0, []
     for frame_index, frame in iter_video(job.path):
-        first = first or time.time()
+        stats.first = stats.first or time.time()
         detections = detector.detect(frame)
         for tracker, buf in zip(trackers, buffers):
             det = tracker.update(detections, frame.shape[1])
             if det is not None and min(det.box[2] - det.box[0], det.box[3] - det.box[1]) < MIN_FACE_SIDE:
-                tiny.append(frame_index)
+                stats.tiny.append(frame_index)
                 det = None
             if det is None:
                 buf.add(frame_index, None, None, 0.0)
                 continue
-            crop = crop_face(frame, det, size=(height, width), margin=settings.margin, align=settings.align)
-            jpeg = None
-            if settings.save_crops:
-                side = (settings.save_crops, settings.save_crops)
-                saved = (
-                    crop
-                    if side == crop.shape[:2]
-                    else crop_face(frame, det, size=side, margin=settings.margin, align=settings.align)
-                )
-                jpeg = encode_jpeg(saved)
+            crop, jpeg = _cut(frame, det, settings)
             buf.add(frame_index, to_model_input(crop, settings.input_size), det.box, float(det.score), jpeg)
-        n += 1
+        stats.frames += 1
         if len(buffers[0].index) >= settings.chunk:
             for buf in buffers:
-                send(buf.take(job.job_id, settings.input_size))
+                yield buf.take(job.job_id, settings.input_size)
     for buf in buffers:
         if buf.index:
-            send(buf.take(job.job_id, settings.input_size))
-    return n, (detector.stats["detected"] if settings.detect_every > 1 else n), first, tuple(tiny)
+            yield buf.take(job.job_id, settings.input_size)
+    stats.detected = detector.stats["detected"] if settings.detect_every > 1 else stats.frames
+
+
+def _cut(frame, det, settings: FaceSettings):
+    """The model crop of a detected face and, with SAVE_CROPS, its JPEG at the saved side."""
+    from extract.crops import encode_jpeg
+    from extract.faces import crop_face
+
+    height, width = settings.input_size[:2]
+    crop = crop_face(frame, det, size=(height, width), margin=settings.margin, align=settings.align)
+    if not settings.save_crops:
+        return crop, None
+    side = (settings.save_crops, settings.save_crops)
+    saved = (
+        crop
+        if side == crop.shape[:2]
+        else crop_face(frame, det, size=side, margin=settings.margin, align=settings.align)
+    )
+    return crop, encode_jpeg(saved)
+
+
+def make_detector(settings: FaceSettings):
+    """The BlazeFace detector of ``settings`` (mediapipe loads a runtime: frames mode never calls this)."""
+    from extract.faces import FaceDetector
+
+    return FaceDetector(model=settings.detector, min_score=settings.min_score)
 
 
 def worker_main(jobs, results, warm_up_detector: bool, worker: int = 0, free=None) -> None:
@@ -237,19 +275,12 @@ def worker_main(jobs, results, warm_up_detector: bool, worker: int = 0, free=Non
             break
         settings, job = item
         try:
-            if job.mode == "frames":
-                n, first, tiny = _run_frames(job, settings, send)
-                detected = n
-            else:
-                if detector is None:
-                    from extract.faces import FaceDetector  # mediapipe loads a runtime: frames mode skips it
-
-                    detector = FaceDetector(model=settings.detector, min_score=settings.min_score)
-                n, detected, first, tiny = _run_video(job, settings, detector, send)
-            if n == 0:
-                results.put(JobFailed(job.job_id, f"{job.path}: no frames; check the file or folder"))
-            else:
-                results.put(JobDone(job.job_id, n, detected, first, tiny))
+            if job.mode == "video" and detector is None:
+                detector = make_detector(settings)
+            stats = JobStats()
+            for rows in job_rows(job, settings, detector, stats):
+                send(rows)
+            results.put(stats.message(job))
         except SourceError as err:
             results.put(JobFailed(job.job_id, str(err)))
         except Exception as err:  # reported with its traceback, never swallowed: the run's exit code says so
