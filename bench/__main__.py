@@ -40,6 +40,7 @@ STAGES = (
     "stage_two",
     "peer",
     "ray",
+    "audio",
 )
 
 _HELP = {
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(cfg: BenchConfig, stages: tuple[str, ...], workdir: Path) -> dict:
     """Runs ``stages`` with ``cfg`` (resolved); returns the flat figures."""
-    from bench import end_to_end, keyframes, naive, peer_fer, ray_cluster, stage_one, stage_two, transport
+    from bench import audio_rates, end_to_end, keyframes, naive, peer_fer, ray_cluster, stage_one, stage_two, transport
 
     figures: dict = {}
     every = cfg.detect_every if "keyframes" in stages else 1
@@ -129,6 +130,8 @@ def run(cfg: BenchConfig, stages: tuple[str, ...], workdir: Path) -> dict:
         figures.update(peer_fer.loop_ratios(figures))
     if "ray" in stages:  # ENGINE=ray against the local engine, and one node against two
         figures.update(ray_cluster.ray_rates(cfg, workdir, clip))
+    if "audio" in stages:  # audio per core, and stage one with AUDIO=logmel against visual only
+        figures.update(audio_rates.audio_rates(cfg, workdir, Path(cfg.clip)))
     return figures
 
 

@@ -97,6 +97,7 @@ def _extract_child(runs: list[dict], results) -> None:
                     "failed": summary["failed"],
                     "detected_frames": summary["detected_frames"],
                     "seconds": summary["seconds"],
+                    "seconds_with_audio": summary.get("seconds_with_audio", summary["seconds"]),
                     "loop_seconds": summary.get("loop_seconds", 0.0),
                     "work_seconds": summary.get("work_seconds", 0.0),
                     "first_frame_s": summary.get("first_frame_s", 0.0),

@@ -97,6 +97,18 @@ _RAY = Target(
     "ENGINE=ray on one node >= 85% of the local engine's frames/s (same machine, same videos)",
 )
 
+_AUDIO = (
+    Target("audio_logmel_rate", "audio_logmel_x_per_core", "", ">=", 300.0, "logmel >= 300x real time per core"),
+    Target(
+        "audio_in_stage_one",
+        "stage_one_audio_visual_fps",
+        "stage_one_visual_fps",
+        ">=",
+        0.90,
+        "stage one with AUDIO=logmel >= 90% of the visual-only rate",
+    ),
+)
+
 TARGETS: dict[str, tuple[Target, ...]] = {
     "cpu": (
         Target(
@@ -122,6 +134,7 @@ TARGETS: dict[str, tuple[Target, ...]] = {
         _memory("worker"),
         *_PEER,
         _RAY,
+        *_AUDIO,
     ),
     "gpu": (
         Target(
@@ -146,6 +159,7 @@ TARGETS: dict[str, tuple[Target, ...]] = {
         _memory("main"),
         _memory("worker"),
         _RAY,
+        *_AUDIO,
     ),
 }
 
@@ -208,6 +222,10 @@ TABLE = (
     ("ENGINE=ray, two nodes (same machine)", "engine_ray_two_nodes_fps", "frames/s (work)"),
     ("ENGINE=ray vs local", "ray_vs_local", "x, one node"),
     ("ENGINE=ray vs local", "ray_two_vs_one_node", "x, two nodes vs one"),
+    ("audio, logmel", "audio_logmel_x_per_core", "x real time, one process (decode + rows + pooling)"),
+    ("audio, egemaps", "audio_egemaps_x_per_core", "x real time, one process"),
+    ("stage one, visual", "stage_one_visual_fps", "frames/s (whole call)"),
+    ("stage one, visual + AUDIO=logmel", "stage_one_audio_visual_fps", "frames/s (whole call)"),
 )
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 DEFAULT_BACKBONE = "fer"
+NO_BACKBONE = "none"  # BACKBONE=none: no face embeddings (an audio-only extraction or model)
 
 
 @dataclass(frozen=True)

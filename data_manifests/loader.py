@@ -32,7 +32,7 @@ from data_manifests.schema import COLUMNS, LABELS, SPLITS, DatasetError
 MANIFEST_DIR = Path(__file__).resolve().parent
 DATASETS: tuple[str, ...] = tuple(sorted(p.stem for p in MANIFEST_DIR.glob("*.toml")))
 INPUT_MODES = ("frames", "video")
-SAMPLE_COLUMNS = ("sample_id", "video", "subject", "side", "media_path", "frames_dir")
+SAMPLE_COLUMNS = ("sample_id", "video", "subject", "side", "media_path", "frames_dir", "audio_path")
 
 _KEYS = {
     "name": str,
@@ -277,7 +277,7 @@ def samples(table: pd.DataFrame) -> pd.DataFrame:
         table: a sample table from :func:`load_dataset`.
 
     Returns:
-        Columns sample_id, video, subject, side, media_path, frames_dir, n_frames (the largest
+        Columns sample_id, video, subject, side, media_path, frames_dir, audio_path, n_frames (the largest
         labelled frame number across the sample's tasks; 0 for clip-level datasets), sorted by
         sample_id.
 

@@ -57,6 +57,7 @@ COLUMNS: dict[str, str] = {
     "task": "str: a key of LABELS",
     "media_path": "str: raw video file, '' if none was found",
     "frames_dir": "str: folder of pre-cropped frames named 00001.jpg..., '' if none",
+    "audio_path": "str: the dataset's own audio file of the video (a WAV), '' if none (the video's track is used)",
     "frame_index": "int32 [N]: 1-based frame numbers of the labels (frame tasks); None for clip tasks",
     "labels": "frame tasks: float32 [N, K] (va, au) or int64 [N] (expr); clip tasks: float32 [K] or int",
     "valid": "bool [N] (frame tasks) or bool (clip tasks): False where the label is the invalid marker",

@@ -6,7 +6,8 @@
     <out>/annotations/VA_Estimation_Challenge/{Train_Set,Validation_Set}/<sample>.txt
     <out>/annotations/EXPR_Classification_Challenge/{Train_Set,Validation_Set}/<sample>.txt
     <out>/annotations/AU_Detection_Challenge/{Train_Set,Validation_Set}/<sample>.txt
-    <out>/videos/<video>.mp4                          raw 320x240 clips of a few videos
+    <out>/videos/<video>.mp4                          raw 320x240 clips of a few videos, with sound
+    <out>/wav/<video>.wav                             16 kHz sound of every video but one (synthetic_voice)
     <out>/subjects.csv                                sample_id,video,subject,side,split
     <out>/README.txt, <out>/.synthetic_complete       seed and version; the stamp is written last
 
@@ -41,10 +42,11 @@ import numpy as np
 import pandas as pd
 
 from data_manifests import synthetic_faces as faces
+from data_manifests import synthetic_voice as voice
 from data_manifests.schema import EXPR_CLASSES, LABELS, DatasetError
 from data_manifests.synthetic_timeline import invalidate, nuisance, timeline
 
-VERSION = "1"
+VERSION = "2"  # 2: every video but one has sound (wav/ and the raw mp4s' AAC tracks)
 STAMP = ".synthetic_complete"
 README_TITLE = "Synthetic Aff-Wild2-layout dataset"
 CROP = 112
@@ -188,6 +190,8 @@ def plan(seed: int, n_clips: int, min_frames: int, max_frames: int, raw_videos: 
     for sp in ("train", "validation"):
         raw += [i for i, g in enumerate(groups) if len(g) == 1 and split[g[0][0].name] == sp][:1]
     raw = set(raw[:raw_videos])
+    # One raw clip has no sound at all (no track, no WAV), as a real corpus has a few.
+    silent = max((i for i in raw if len(groups[i]) == 1), default=-1)
     videos, per_split = [], {"train": [], "validation": []}
     for i, members in enumerate(groups):
         name = f"{i + 1:03d}-{FPS}-{RAW_SIZE[0]}x{RAW_SIZE[1]}"
@@ -203,6 +207,7 @@ def plan(seed: int, n_clips: int, min_frames: int, max_frames: int, raw_videos: 
                 "video": name,
                 "members": members,
                 "raw": i in raw,
+                "silent": i == silent,
                 "tasks": tasks,
                 "n_frames": int(rng.integers(min_frames, max_frames + 1)),
             }
@@ -321,6 +326,10 @@ def _render_video(root: Path, video: dict) -> list[dict]:
             )
     if writer is not None:
         writer.release()
+    if not video["silent"]:
+        rngs = [np.random.default_rng([*p.seed, 5]) for p in plans]
+        track = voice.soundtrack(rngs, [tl["va"][:, 1] for tl in tls], FPS)
+        voice.write_audio(root, video["video"], track, path if writer is not None else None)
     return [
         {
             "sample_id": p.sample_id,

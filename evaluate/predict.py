@@ -16,7 +16,8 @@ is predicted once, in context). Writes ``<RUNS_DIR>/<run id>/predictions_<split>
   - au: ``image_location,AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26``, each 0/1
     (probability >= 0.5).
 
-- ``per_video/<sample>.csv``: ``frame_index, image_location, face, filled`` and the task's
+- ``per_video/<sample>.csv``: ``frame_index, image_location, face, filled`` (audio-visual runs:
+  ``heard``, the frame has audio) and the task's
   outputs (va: ``valence, arousal``; expr: ``class, class_name, prob_<class>``; au: ``<AU>`` 0/1
   and ``prob_<AU>``). Clip tasks (``clip``, ``eri``) have no frame rows: ``clips.csv`` holds one
   row per sample instead, and there is no ABAW file.
@@ -33,7 +34,9 @@ Frames without a face are predicted too (``--no-face``):
   context (the per-frame ``frame`` model, never trained on face-less frames: they are masked out of
   the loss), ``model`` for the others.
 
-The per-video CSV's ``filled`` column is 1 where ``nearest`` copied a prediction.
+The per-video CSV's ``filled`` column is 1 where ``nearest`` copied a prediction. An audio-visual
+run predicts a frame without a face but with audio from its audio, under either policy; ``nearest``
+fills only the frames with neither.
 
 Example::
 
@@ -60,8 +63,10 @@ from core.tasks import TASKS, TaskSpec
 from data_manifests.loader import load_dataset
 from data_manifests.schema import SPLITS
 from evaluate import check_no_face, no_face_policy
-from extract.cache import CacheReader, cache_path
-from train.data import SplitData, load_split
+from extract.cache import CacheReader
+from train.config import TrainConfig
+from train.data import SplitData, load_split, open_caches
+from train.fusion import FUSIONS  # noqa: F401  (importing it registers the fused models' layers)
 from train.models import MODELS  # importing it also registers the custom layers model.keras holds
 from train.windows import predict_split
 
@@ -135,6 +140,20 @@ def check_cache(reader: CacheReader, config: dict) -> None:
         )
 
 
+def _caches(config: dict, cache_dir: str | None) -> tuple[CacheReader, CacheReader | None]:
+    """The caches the run read (``cache_dir``: the same names there), each checked against the run's record."""
+    cfg = TrainConfig(**{f.name: config[f.name] for f in dataclasses.fields(TrainConfig) if f.name in config})
+    if cache_dir:
+        reader, audio = open_caches(cache_dir, cfg.dataset, cfg)
+    else:
+        reader = CacheReader(Path(config["cache"]))
+        audio = CacheReader(Path(config["audio_cache"])) if cfg.fused else None
+    check_cache(reader, config)
+    if audio is not None:
+        check_cache(audio, {"cache": config["audio_cache"], "cache_meta": config.get("audio_cache_meta")})
+    return reader, audio
+
+
 def write_submission(path: Path, task: TaskSpec, locations: np.ndarray, pred: np.ndarray) -> Path:
     """The ABAW file of a frame task (module docstring): header line, one row per location."""
     frame = pd.DataFrame({"image_location": locations, **task.submission_values(pred)})
@@ -162,6 +181,7 @@ def _write_outputs(out: Path, split: SplitData, task: TaskSpec, pred: np.ndarray
             "image_location": locations,
             "face": face.astype(np.int64),
             "filled": filled.astype(np.int64),
+            **({} if split.heard is None else {"heard": split.heard[: split.n_frames].astype(np.int64)}),
             **task.frame_outputs(pred),
         }
     )
@@ -224,9 +244,8 @@ def predict_run(
             f"{root}: dataset '{dataset}' has no '{split}' samples for task '{task.name}' "
             f"(splits with them: {', '.join(have) or 'none'}); choose SPLIT among those"
         )
-    cache = cache_path(cache_dir, dataset, config["backbone"]) if cache_dir else Path(config["cache"])
-    reader = CacheReader(cache)
-    check_cache(reader, config)
+    reader, audio = _caches(config, cache_dir)
+    cache = reader.path
     stored = set(reader.video_ids())
     missing = [s for s in rows["sample_id"] if s not in stored]
     if missing:
@@ -235,14 +254,14 @@ def predict_run(
             f"(e.g. '{missing[0]}'); run `make extract` for this dataset and backbone so every "
             f"frame gets a prediction"
         )
-    data, _ = load_split(reader, rows, task)
+    data, _ = load_split(reader, rows, task, audio=audio)
     model = keras.saving.load_model(model_path, safe_mode=True)
     start = time.perf_counter()
     pred = predict_split(model, data, int(config["seq_len"]), int(batch_size or config["batch_size"]))
     policy = no_face_policy(no_face, model_spec.context)
     filled = np.zeros(len(pred), bool)
     if task.level == "frame" and policy == "nearest":
-        pred, filled = fill_nearest(pred, data.face[: data.n_frames], data.frame_index, data.offsets)
+        pred, filled = fill_nearest(pred, data.present[: data.n_frames], data.frame_index, data.offsets)
     seconds = time.perf_counter() - start
 
     out = run_dir / predictions_dir(split)
@@ -263,6 +282,7 @@ def predict_run(
         "samples": len(data.sample_ids),
         "frames": int(data.n_frames),
         "frames_without_face": int((~face).sum()),
+        "frames_without_input": int((~data.present[: data.n_frames]).sum()),
         "no_face_policy": policy if task.level == "frame" else "clip tasks pool the face frames of each clip",
         "filled_from_nearest": int(filled.sum()),
         "seconds": round(seconds, 2),

@@ -45,15 +45,26 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # bad dataset, backbone or cache: one line that names the file and the fix
         print(f"error: {err}", file=sys.stderr)
         return 2
-    failed = summary["failed"]
-    print(
-        f"{summary['cache']}: {summary['done']} videos done, {summary['skipped_done']} already cached, "
-        f"{len(failed)} failed, {len(summary['missing_input'])} without input; {summary['frames']} frames, "
-        f"{summary['faces']} faces ({summary['face_hit_rate']:.1%}); {summary['seconds']} s, "
-        f"{summary['frames_per_s']} frames/s"
-    )
-    if "crops" in summary:
-        print(f"face crops for make finetune: {summary['crops']}")
+    failed = []
+    if "cache" in summary:
+        failed += summary["failed"]
+        print(
+            f"{summary['cache']}: {summary['done']} videos done, {summary['skipped_done']} already cached, "
+            f"{len(summary['failed'])} failed, {len(summary['missing_input'])} without input; {summary['frames']} "
+            f"frames, {summary['faces']} faces ({summary['face_hit_rate']:.1%}); {summary['seconds']} s, "
+            f"{summary['frames_per_s']} frames/s"
+        )
+        if "crops" in summary:
+            print(f"face crops for make finetune: {summary['crops']}")
+    if "audio" in summary:
+        audio = summary["audio"]
+        failed += audio["failed"]
+        print(
+            f"{audio['cache']}: {audio['done']} samples done, {audio['skipped_done']} already cached, "
+            f"{len(audio['failed'])} failed, {len(audio['missing_input'])} without input; {audio['frames']} frames, "
+            f"{audio['with_audio']} with audio; {audio['audio_seconds']:.0f} s of audio in {audio['seconds']} s "
+            f"({audio['x_real_time']}x real time)"
+        )
     for item in failed:
         print(f"failed: {item['reason']}", file=sys.stderr)
     return 1 if failed else 0

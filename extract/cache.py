@@ -113,6 +113,11 @@ class VideoFeatures:
         return int(self.frame_index.shape[0])
 
 
+def audio_cache_name(extractor: str) -> str:
+    """The cache name (the ``backbone`` a cache records) of an audio extractor: ``audio-<extractor>``."""
+    return f"audio-{extractor}"
+
+
 def cache_path(cache_dir: str | Path, dataset: str, backbone: str) -> Path:
     """``<cache_dir>/<dataset>/<backbone>.h5``.
 

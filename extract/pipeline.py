@@ -13,9 +13,10 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from core.config import DEFAULT_BACKBONE, DataFields
+from core.config import DEFAULT_BACKBONE, NO_BACKBONE, DataFields
 from core.registry import ConfigError
 from extract.cache import CacheLock, CacheMeta, cache_path, merge_shards, parts_dir_for, summary_path
 from extract.job_loop import JobLoop
@@ -36,7 +37,10 @@ class ExtractConfig(DataFields):
     ``python -m extract``'s flags are generated from these fields (``core.config.add_fields``).
 
     Args:
-        backbone: BACKBONE: a ``BACKBONES`` name or ``file:<model.keras>``.
+        backbone: BACKBONE: a ``BACKBONES`` name or ``file:<model.keras>``; ``none``: no visual features
+            (with ``audio``: audio only).
+        audio: AUDIO: also extract audio features, pooled per video frame, into ``audio-<name>.h5``
+            (``extract.audio``: ``logmel``, ``mfcc``, ``egemaps``); empty: none.
         weights: WEIGHTS: local weights file for the keras.applications backbones; without it they
             are randomly initialised.
         embedding_layer: the layer whose output is the embedding (``file:`` backbones); empty: the
@@ -72,6 +76,7 @@ class ExtractConfig(DataFields):
     """
 
     backbone: str = DEFAULT_BACKBONE
+    audio: str = ""
     weights: str = ""
     embedding_layer: str = ""
     input: str = "auto"
@@ -95,6 +100,8 @@ class ExtractConfig(DataFields):
         """The config with ``data_root`` and the backbone's crop policy filled in (what the run summary records)."""
         from extract.backbones import crop_policy
 
+        if self.backbone == NO_BACKBONE:
+            return dataclasses.replace(self, data_root=self.root(), margin=max(self.margin, 0.0))
         policy = crop_policy(self.backbone)
         margin = policy.margin if self.margin == -1.0 else self.margin
         return dataclasses.replace(self, data_root=self.root(), margin=margin, align=self.align or policy.align)
@@ -179,17 +186,41 @@ def run_extract(cfg: ExtractConfig) -> dict:
 
     start = time.perf_counter()
     cfg = cfg.resolved().validate()
-    check_name(cfg.backbone)
+    if cfg.backbone == NO_BACKBONE and not cfg.audio:
+        raise ConfigError("BACKBONE=none extracts nothing: add AUDIO=logmel (or mfcc, egemaps) for audio only")
+    if cfg.audio:
+        from extract.audio import AUDIO_FEATURES
+
+        AUDIO_FEATURES[cfg.audio]  # a wrong name fails before any video is read
+    if cfg.backbone != NO_BACKBONE:
+        check_name(cfg.backbone)
     manifest = load_manifest(cfg.dataset)
     table = samples(load_dataset(cfg.dataset, cfg.data_root))
     mode = manifest.input if cfg.input == "auto" else cfg.input
+    if cfg.backbone == NO_BACKBONE:
+        return {"audio": _audio(cfg, table, manifest)}
     if cfg.save_crops and mode != "video":
         raise ValueError(
             f"--save-crops stores the crops cut from videos, but {cfg.dataset} is read in '{mode}' "
             f"mode, whose cropped_aligned frames fine-tuning reads directly; add --input video "
             f"(INPUT=video) to save crops from the videos"
         )
-    return extract_table(cfg, table, mode, start)
+    if not cfg.audio:
+        return extract_table(cfg, table, mode, start)
+    # The audio runs beside the faces, in its own process (one is enough: logmel runs at about 500x
+    # real time per core, docs/benchmarks.md), so that it does not add to the run's time.
+    with ThreadPoolExecutor(1) as side:
+        audio = side.submit(_audio, cfg, table, manifest, 1)
+        summary = extract_table(cfg, table, mode, start)
+        summary["audio"] = audio.result()
+    summary["seconds_with_audio"] = round(time.perf_counter() - start, 2)
+    return summary
+
+
+def _audio(cfg: ExtractConfig, table, manifest, workers: int = 0) -> dict:
+    from extract.audio_run import run_audio
+
+    return run_audio(cfg, table, fps=manifest.options.get("fps"), workers=workers)
 
 
 def extract_table(cfg: ExtractConfig, table, mode: str, start: float | None = None) -> dict:

@@ -76,7 +76,16 @@ def test_left_right_subjects_share_one_video_found_recursively(tree):
 
 def test_samples_one_row_each_with_last_labelled_frame(tree):
     todo = samples(load_dataset("affwild2", tree))
-    assert list(todo.columns) == ["sample_id", "video", "subject", "side", "media_path", "frames_dir", "n_frames"]
+    assert list(todo.columns) == [
+        "sample_id",
+        "video",
+        "subject",
+        "side",
+        "media_path",
+        "frames_dir",
+        "audio_path",
+        "n_frames",
+    ]
     assert todo.sample_id.tolist() == ["vidA", "vidB_left", "vidB_right"]
     # vidA: 4 VA frames, 2 AU frames; vidB_left: 2 VA, 3 EXPR frames.
     assert todo.n_frames.tolist() == [4, 3, 5]

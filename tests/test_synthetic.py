@@ -62,6 +62,7 @@ def test_layout_headers_and_frame_names(tree):
         "cropped_aligned",
         "subjects.csv",
         "videos",
+        "wav",
     ]
     assert sorted(p.name for p in (root / "annotations").iterdir()) == sorted(HEADERS)
     for challenge, header in HEADERS.items():
@@ -353,3 +354,32 @@ def test_loader_reads_the_tree(tree):
             written = _labels(root, "EXPR_Classification_Challenge", s["split"], row.sample_id)
             assert (row.labels == written[:, 0]).all()
             assert (row.valid == (written[:, 0] != -1)).all()
+
+
+def test_every_video_but_one_has_a_voice_that_follows_arousal(tree):
+    av = pytest.importorskip("av")
+    sf = pytest.importorskip("soundfile")
+    root, summary = tree
+    videos = {s["video"]: s for s in summary["samples"]}
+    wavs = {p.stem for p in (root / "wav").glob("*.wav")}
+    assert len(videos) - len(wavs) == 1  # one silent clip: a raw video without a track or a WAV
+    (silent,) = set(videos) - wavs
+    assert videos[silent]["raw"]
+    for mp4 in (root / "videos").glob("*.mp4"):
+        with av.open(str(mp4)) as c:
+            assert len(c.streams.audio) == (mp4.stem != silent)
+    rs = []
+    for name in sorted(wavs):
+        samples, rate = sf.read(root / "wav" / f"{name}.wav", dtype="float32")
+        sample = videos[name]
+        assert rate == 16_000 and abs(len(samples) / rate - sample["n_frames"] / 30) < 0.01
+        if sample["side"]:
+            continue  # two voices in one track
+        va = _labels(root, "VA_Estimation_Challenge", sample["split"], sample["sample_id"])
+        if va is None:
+            continue
+        frames = samples[: len(va) * 533].reshape(len(va), 533)  # 16000 / 30 samples per frame
+        level = np.log(np.sqrt((frames**2).mean(axis=1)) + 1e-6)
+        speaking = (level > np.log(0.01)) & (va[:, 1] > -5)
+        rs.append(np.corrcoef(level[speaking], va[speaking, 1])[0, 1])
+    assert np.median(rs) > 0.3  # louder when more aroused, through pauses, syllables and emphasis

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from core.config import DEFAULT_BACKBONE, DataFields, RunFields
+from core.config import DEFAULT_BACKBONE, NO_BACKBONE, DataFields, RunFields
 from core.registry import ConfigError
+from extract.cache import audio_cache_name
 from train.streaming import DEFAULT_MAX_RAM_GB
 
 
@@ -40,6 +41,13 @@ class TrainConfig(DataFields, RunFields):
         jit_compile: ``auto``, ``on`` or ``off`` (XLA for the train step).
         max_ram_gb: a split whose embeddings (float16) exceed this many GB is not read into RAM: its
             windows stream from the cache, the same windows in the same order (``train.streaming``).
+        audio: AUDIO: an audio extractor of ``extract.audio.AUDIO_FEATURES`` whose cache
+            (``audio-<name>.h5``) joins the face embeddings frame by frame; empty: visual only. With
+            ``backbone`` ``none``: an audio-only model.
+        fusion: FUSION: how the two streams meet, a name of ``train.fusion.FUSIONS`` (early, model,
+            late); used when both a backbone and ``audio`` are set.
+        modality_dropout: the share of training windows that lose one stream (the face or the audio,
+            half each), so the model still predicts when one is missing; audio-visual runs only.
         distribution: DISTRIBUTION: ``none`` (one device) or ``data``: ``keras.distribution.DataParallel``
             over every local accelerator (JAX backend; each batch is split over the devices; across
             hosts after ``keras.distribution.initialize`` from its ``KERAS_DISTRIBUTION_*`` variables).
@@ -65,6 +73,24 @@ class TrainConfig(DataFields, RunFields):
     jit_compile: str = "auto"
     max_ram_gb: float = DEFAULT_MAX_RAM_GB
     distribution: str = "none"
+    audio: str = ""
+    fusion: str = "model"
+    modality_dropout: float = 0.2
+
+    @property
+    def cache_name(self) -> str:
+        """The cache the run reads frame by frame: the backbone's, or the audio one for an audio-only run."""
+        return audio_cache_name(self.audio) if self.backbone == NO_BACKBONE else self.backbone
+
+    @property
+    def fused(self) -> bool:
+        """Both streams: face embeddings and audio features."""
+        return bool(self.audio) and self.backbone != NO_BACKBONE
+
+    @property
+    def modalities(self) -> str:
+        """``visual``, ``audio`` or ``audio-visual``: the report's column."""
+        return "audio-visual" if self.fused else "audio" if self.backbone == NO_BACKBONE else "visual"
 
     def resolved(self) -> "TrainConfig":
         """The config with derived defaults filled in (what ``config.json`` records)."""
@@ -80,7 +106,16 @@ class TrainConfig(DataFields, RunFields):
         MODELS[self.model]
         TASKS[self.task]
         REBALANCE[self.rebalance]
-        check_name(self.backbone)  # before the cache lookup, whose advice (make extract) would not help
+        if self.backbone == NO_BACKBONE and not self.audio:
+            raise ConfigError("--backbone none trains on audio alone: give --audio (AUDIO=logmel), or a backbone")
+        if self.backbone != NO_BACKBONE:
+            check_name(self.backbone)  # before the cache lookup, whose advice (make extract) would not help
+        if self.audio:
+            from extract.audio import AUDIO_FEATURES
+            from train.fusion import FUSIONS
+
+            AUDIO_FEATURES[self.audio]
+            FUSIONS[self.fusion]
         positive = {
             "seq_len": self.seq_len,
             "epochs": self.epochs,
@@ -103,6 +138,7 @@ class TrainConfig(DataFields, RunFields):
             ("patience", self.patience >= 0, "must be >= 0"),
             ("distribution", self.distribution in ("none", "data"), "must be none or data"),
             ("max_ram_gb", self.max_ram_gb > 0, "must be > 0"),
+            ("modality_dropout", 0 <= self.modality_dropout < 1, "must be in [0, 1)"),
         ]
         for name, ok, why in checks:
             if not ok:

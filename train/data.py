@@ -27,7 +27,7 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit
 
 from core.tasks import TaskSpec
-from extract.cache import CacheReader
+from extract.cache import CacheReader, audio_cache_name, cache_path
 from train.streaming import DEFAULT_MAX_RAM_GB, CachedEmbeddings
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ class SplitData:
         labels: float32 ``[N, C]`` (frame tasks) or ``[S, C]`` (clip tasks), invalid markers kept.
         valid: bool, same length as ``labels``: the label is annotated (and, for frames, present).
         keep: bool like ``valid``: kept by rebalancing (all True outside the training split).
+        audio: float16 ``[N + 1, A]`` audio features of the same frames (audio-visual runs), else None.
+        heard: bool ``[N + 1]``: the frame has audio (audio-visual runs), else None.
     """
 
     task: TaskSpec
@@ -54,6 +56,13 @@ class SplitData:
     labels: np.ndarray
     valid: np.ndarray
     keep: np.ndarray
+    audio: np.ndarray | None = None
+    heard: np.ndarray | None = None
+
+    @property
+    def present(self) -> np.ndarray:
+        """bool ``[N + 1]``: the frame has an input the model sees (a face, or audio when fused)."""
+        return self.face if self.heard is None else self.face | self.heard
 
     @property
     def n_frames(self) -> int:
@@ -68,7 +77,7 @@ class SplitData:
         """Units that may count: annotated and (frame tasks) with a face."""
         if self.task.level == "clip":
             return self.valid.copy()
-        return self.valid & self.face[: self.n_frames]
+        return self.valid & self.present[: self.n_frames]
 
     def targets(self) -> np.ndarray:
         """``[units (+1 pad row for frames), C + 1]``: sanitised labels and the loss mask."""
@@ -116,15 +125,71 @@ def join_by_frame(
     return out, out_valid, int(len(label_frames) - hit.sum())
 
 
+def check_backbone(reader: CacheReader, backbone: str) -> None:
+    """The cache must hold what its name says: a file renamed or copied to another backbone's name
+    would otherwise train and be reported as that backbone."""
+    recorded = reader.meta.backbone
+    if cache_path("", "-", recorded).name != cache_path("", "-", backbone).name:
+        raise ValueError(
+            f"{reader.path}: records backbone '{recorded}', not '{backbone}' (renamed or copied?); use "
+            f"BACKBONE={recorded}, or run `make extract BACKBONE={backbone}` for a cache of that backbone"
+        )
+
+
+def open_caches(cache_dir, dataset: str, cfg) -> tuple[CacheReader, CacheReader | None]:
+    """The run's frame cache (``cfg.cache_name``) and, for an audio-visual run, its audio cache."""
+    reader = CacheReader(cache_path(cache_dir, dataset, cfg.cache_name))
+    check_backbone(reader, cfg.cache_name)
+    audio = CacheReader(cache_path(cache_dir, dataset, audio_cache_name(cfg.audio))) if cfg.fused else None
+    return reader, audio
+
+
+def join_audio(reader: CacheReader, ids: list[str], frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list]:
+    """The audio cache's rows for each sample's frames, matched on frame number.
+
+    Returns ``(audio float16 [N + 1, A], heard bool [N + 1], samples the audio cache lacks)``; a
+    frame without an audio row gets zeros and ``heard=False``, so a sample without sound still trains
+    on its faces.
+    """
+    dim, have = reader.meta.embedding_dim, set(reader.video_ids())
+    xs, hs, missing = [], [], []
+    for sample_id, wanted in zip(ids, frames):
+        x, heard = np.zeros((len(wanted), dim), np.float16), np.zeros(len(wanted), bool)
+        rows = reader.read(sample_id) if sample_id in have else None
+        if rows is None:
+            missing.append(sample_id)
+        elif len(rows.frame_index):
+            pos = np.minimum(np.searchsorted(rows.frame_index, wanted), len(rows.frame_index) - 1)
+            hit = rows.frame_index[pos] == wanted
+            x[hit], heard[hit] = rows.embeddings[pos[hit]], rows.face_mask[pos[hit]]
+        xs.append(x)
+        hs.append(heard)
+    if missing:
+        log.warning(
+            "%s: %d samples have no audio rows and train on their faces alone (e.g. %s); `make extract AUDIO=%s`",
+            reader.path,
+            len(missing),
+            missing[:3],
+            reader.meta.extra.get("extractor", "logmel"),
+        )
+    audio = np.concatenate(xs + [np.zeros((1, dim), np.float16)])
+    return audio, np.concatenate(hs + [np.zeros(1, bool)]), missing
+
+
 def load_split(
-    reader: CacheReader, rows: pd.DataFrame, task: TaskSpec, max_ram_gb: float = DEFAULT_MAX_RAM_GB
+    reader: CacheReader,
+    rows: pd.DataFrame,
+    task: TaskSpec,
+    max_ram_gb: float = DEFAULT_MAX_RAM_GB,
+    audio: CacheReader | None = None,
 ) -> tuple[SplitData, dict]:
-    """Reads each sample of ``rows`` from the cache and joins its labels.
+    """Reads each sample of ``rows`` from the cache and joins its labels (and, given ``audio``, the
+    audio cache's rows of the same frames: :func:`join_audio`).
 
     Samples the cache lacks are skipped with a warning (a partial extraction still trains);
     none at all is an error. Embeddings larger than ``max_ram_gb`` (float16) stay in the cache and
-    stream window by window (``train.streaming.CachedEmbeddings``). Returns the split and counts
-    for the run's ``config.json``.
+    stream window by window (``train.streaming.CachedEmbeddings``); audio features are read into RAM.
+    Returns the split and counts for the run's ``config.json``.
     """
     in_cache = set(reader.video_ids())
     missing = [s for s in rows["sample_id"] if s not in in_cache]
@@ -187,6 +252,8 @@ def load_split(
         keep=np.ones(0, bool),
     )
     split.keep = np.ones(len(split.valid), bool)
+    if audio is not None:
+        split.audio, split.heard, no_audio = join_audio(audio, ids, frames)
     if unmatched:
         log.warning(
             "%s: %d labelled frames have no cache row (not extracted) and cannot be scored", reader.path, unmatched
@@ -200,6 +267,8 @@ def load_split(
         "labelled_frames_not_in_cache": unmatched,
         "streamed": bool(streamed),
     }
+    if audio is not None:
+        info.update(heard=int(split.heard.sum()), samples_without_audio=len(no_audio))
     return split, info
 
 
@@ -265,6 +334,15 @@ def predictions_table(split: SplitData, pred: np.ndarray) -> pd.DataFrame:
             "valid": split.valid.astype(np.int64),
         }
     return pd.DataFrame({**base, **task.prediction_columns(split.labels, pred)})
+
+
+def audio_stats(split: SplitData) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of the training audio features over the frames with audio (float64 sums)."""
+    heard = split.audio[: split.n_frames][split.heard[: split.n_frames]]
+    if not len(heard):
+        raise ValueError("the training split has no frame with audio; check the audio cache (make extract AUDIO=...)")
+    mean, var = heard.mean(axis=0, dtype=np.float64), heard.var(axis=0, dtype=np.float64)
+    return mean.astype(np.float32), np.maximum(var, 1e-6).astype(np.float32)
 
 
 def embedding_stats(split: SplitData) -> tuple[np.ndarray, np.ndarray]:

@@ -76,27 +76,33 @@ class BroadcastTime(layers.Layer):
 
 
 def _recurrent(cell: type, bidirectional: bool) -> Callable:
-    def body(x, cfg: TrainConfig):
-        for i in range(cfg.layers):
-            rnn = cell(cfg.units, return_sequences=True, name=f"{cell.__name__.lower()}_{i}")
-            x = layers.Bidirectional(rnn, name=f"bi_{rnn.name}")(x) if bidirectional else rnn(x)
-            x = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
+    def body(x, cfg: TrainConfig, n_layers: int | None = None, prefix: str = ""):
+        for i in range(cfg.layers if n_layers is None else n_layers):
+            rnn = cell(cfg.units, return_sequences=True, name=f"{prefix}{cell.__name__.lower()}_{i}")
+            x = (
+                layers.Bidirectional(rnn, name=f"{prefix}bi_{rnn.name.removeprefix(prefix)}")(x)
+                if bidirectional
+                else rnn(x)
+            )
+            x = layers.Dropout(cfg.dropout, name=f"{prefix}dropout_{i}")(x)
         return x
 
     return body
 
 
-def _mlp(x, cfg: TrainConfig):
-    for i in range(cfg.layers):
-        x = layers.Dense(cfg.units, activation="relu", name=f"dense_{i}")(x)
-        x = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
+def _mlp(x, cfg: TrainConfig, n_layers: int | None = None, prefix: str = ""):
+    for i in range(cfg.layers if n_layers is None else n_layers):
+        x = layers.Dense(cfg.units, activation="relu", name=f"{prefix}dense_{i}")(x)
+        x = layers.Dropout(cfg.dropout, name=f"{prefix}dropout_{i}")(x)
     return x
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One MODEL: ``body(x, cfg)`` maps ``[B, T, F]`` to ``[B, T, F']`` or, when ``pooled``, the
-    model averages the window first and ``body`` maps ``[B, F]`` to ``[B, F']``.
+    """One MODEL: ``body(x, cfg, n_layers=None, prefix="")`` maps ``[B, T, F]`` to ``[B, T, F']`` (or,
+    when ``pooled``, the model averages the window first and ``body`` maps ``[B, F]`` to ``[B, F']``)
+    with ``n_layers`` layers (None: ``cfg.layers``) whose names start with ``prefix`` (``train.fusion``
+    builds one body per modality).
 
     What the evaluator needs travels with the entry: ``baseline`` (the report compares temporal
     models against these) and ``context`` (False: each frame is predicted alone, so ``make
@@ -129,6 +135,22 @@ def model_spec(name: str) -> ModelSpec | None:
     return MODELS.get(name.removeprefix("joint-"))
 
 
+def trunk(spec: ModelSpec, x, mask, cfg: TrainConfig, task: TaskSpec, n_layers: int | None = None, prefix: str = ""):
+    """``spec``'s body on ``x [B, T, F]`` shaped for ``task``'s level: pooled over ``mask`` (1: the
+    frame has input) where the model or the task is window-level."""
+    if spec.pooled:
+        h = spec.body(MaskedMean(name=f"{prefix}window_mean")([x, mask]), cfg, n_layers, prefix)
+        return BroadcastTime(name=f"{prefix}every_frame")([h, x]) if task.level == "frame" else h
+    h = spec.body(x, cfg, n_layers, prefix)
+    return MaskedMean(name=f"{prefix}clip_mean")([h, mask]) if task.level == "clip" else h
+
+
+def head(task: TaskSpec, h, name: str = "output"):
+    """``task``'s head on ``h``: its outputs and activation, in float32 under any dtype policy. (Built
+    after the body, as layer creation order sets the seeds an unseeded layer draws.)"""
+    return layers.Dense(task.outputs, activation=task.activation, name=name, dtype="float32")(h)
+
+
 def build_model(cfg: TrainConfig, task: TaskSpec, mean: np.ndarray, variance: np.ndarray) -> keras.Model:
     """The ``cfg.model`` body with ``task``'s head, uncompiled.
 
@@ -142,13 +164,5 @@ def build_model(cfg: TrainConfig, task: TaskSpec, mean: np.ndarray, variance: np
     face = keras.Input((None,), name="face")
     x = layers.Normalization(mean=np.asarray(mean), variance=np.asarray(variance), name="standardise")(emb)
     x = FaceGate(name="face_gate")([x, face])
-    if spec.pooled:
-        h = spec.body(MaskedMean(name="window_mean")([x, face]), cfg)
-        if task.level == "frame":
-            h = BroadcastTime(name="every_frame")([h, x])
-    else:
-        h = spec.body(x, cfg)
-        if task.level == "clip":
-            h = MaskedMean(name="clip_mean")([h, face])
-    out = layers.Dense(task.outputs, activation=task.activation, name="output", dtype="float32")(h)
+    out = head(task, trunk(spec, x, face, cfg, task))
     return keras.Model({"embeddings": emb, "face": face}, out, name=f"{cfg.model}_{task.name}")

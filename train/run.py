@@ -28,10 +28,19 @@ import pandas as pd
 
 from core.run_folder import RunFolder
 from core.tasks import TASKS, TaskSpec
-from extract.cache import CacheReader, cache_path
+from extract.cache import audio_cache_name, cache_path
 from train.config import TrainConfig
-from train.data import SplitData, choose_splits, embedding_stats, load_split, predictions_table
+from train.data import (
+    SplitData,
+    audio_stats,
+    choose_splits,
+    embedding_stats,
+    load_split,
+    open_caches,
+    predictions_table,
+)
 from train.distribution import data_parallel
+from train.fusion import build_fused_model
 from train.models import build_model
 from train.rebalance import apply_rebalance
 from train.windows import WindowDataset, predict_split, train_windows
@@ -81,25 +90,16 @@ class StopOnNaN(keras.callbacks.Callback):
             raise FloatingPointError(f"loss became {float(loss)} at batch {batch}")
 
 
-def check_backbone(reader: CacheReader, backbone: str) -> None:
-    """The cache must hold what its name says: a file renamed or copied to another backbone's name
-    would otherwise train and be reported as that backbone."""
-    recorded = reader.meta.backbone
-    if cache_path("", "-", recorded).name != cache_path("", "-", backbone).name:
-        raise ValueError(
-            f"{reader.path}: records backbone '{recorded}', not '{backbone}' (renamed or copied?); use "
-            f"BACKBONE={recorded}, or run `make extract BACKBONE={backbone}` for a cache of that backbone"
-        )
-
-
 def run_id(cfg: TrainConfig) -> str:
-    """``<dataset>-<backbone>-<task>-<model>-<rebalance>-s<seed>-<YYYYmmdd-HHMMSS>`` or ``cfg.run_name``."""
+    """``<dataset>-<backbone>-<task>-<model>-<rebalance>-s<seed>-<YYYYmmdd-HHMMSS>`` or ``cfg.run_name``
+    (audio-visual: ``<backbone>+audio-<extractor>`` and ``<model>-<fusion>``)."""
     if cfg.run_name:
         return cfg.run_name
-    backbone = cache_path("", cfg.dataset, cfg.backbone).stem
-    return (
-        f"{cfg.dataset}-{backbone}-{cfg.task}-{cfg.model}-{cfg.rebalance}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
+    streams = cache_path("", cfg.dataset, cfg.cache_name).stem
+    model = cfg.model
+    if cfg.fused:
+        streams, model = f"{streams}+{audio_cache_name(cfg.audio)}", f"{model}-{cfg.fusion}"
+    return f"{cfg.dataset}-{streams}-{cfg.task}-{model}-{cfg.rebalance}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def label_rows(cfg, table: pd.DataFrame | None) -> pd.DataFrame:
@@ -132,13 +132,15 @@ class ContinuedEarlyStopping(keras.callbacks.EarlyStopping):
             self.best, self.wait = best, wait
 
 
-def _open_folder(cfg: TrainConfig, reader: CacheReader, info: dict, dist: dict) -> RunFolder:
+def _open_folder(cfg: TrainConfig, readers: tuple, info: dict, dist: dict) -> RunFolder:
     """The interrupted run of this exact config, to continue, or a new run folder."""
     folder = RunFolder.interrupted(cfg.runs_dir, cfg)
     if folder is not None:
         return folder
+    reader, audio = readers
+    extra = {"audio_cache": str(audio.path), "audio_cache_meta": dataclasses.asdict(audio.meta)} if audio else {}
     folder = RunFolder.create(cfg.runs_dir, run_id(cfg))
-    folder.start(cfg, cache=str(reader.path), cache_meta=dataclasses.asdict(reader.meta), data=info)
+    folder.start(cfg, cache=str(reader.path), cache_meta=dataclasses.asdict(reader.meta), data=info, **extra)
     folder.write_distribution(dist)
     return folder
 
@@ -191,11 +193,10 @@ def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
     keras.utils.set_random_seed(cfg.seed)
 
     rows = label_rows(cfg, table)
-    reader = CacheReader(cache_path(cfg.cache_dir, cfg.dataset, cfg.backbone))
-    check_backbone(reader, cfg.backbone)
+    reader, audio = open_caches(cfg.cache_dir, cfg.dataset, cfg)
     train_rows, val_rows, how = choose_splits(rows, cfg.seed, cfg.val_fraction)
-    train, train_info = load_split(reader, train_rows, task, cfg.max_ram_gb)
-    val, val_info = load_split(reader, val_rows, task, cfg.max_ram_gb)
+    train, train_info = load_split(reader, train_rows, task, cfg.max_ram_gb, audio)
+    val, val_info = load_split(reader, val_rows, task, cfg.max_ram_gb, audio)
     if not val.eligible.any():
         raise ValueError(
             f"{reader.path}: the validation split has no annotated {task.level} with a face; nothing to score"
@@ -207,7 +208,9 @@ def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
         raise ValueError(
             f"{reader.path}: no training window holds an annotated frame with a face after --rebalance {cfg.rebalance}"
         )
-    mean, variance = embedding_stats(train)
+    stats = {"embeddings": embedding_stats(train)}
+    if audio is not None:
+        stats["audio"] = audio_stats(train)
     log.info(
         "split: %s; train %d samples, %d windows; validation %d samples, %d frames",
         how,
@@ -217,31 +220,37 @@ def run_training(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
         val_info["frames"],
     )
 
-    dataset = WindowDataset(train, sample, start, cfg.seq_len, cfg.batch_size, shuffle_seed=cfg.seed)
+    dataset = WindowDataset(
+        train, sample, start, cfg.seq_len, cfg.batch_size, shuffle_seed=cfg.seed, modality_dropout=cfg.modality_dropout
+    )
     info = {
         "split": how,
         "train": train_info,
         "validation": val_info,
         "train_windows": int(len(sample)),
-        "embedding_dim": int(mean.shape[0]),
+        "embedding_dim": int(stats["embeddings"][0].shape[0]),
+        "modalities": cfg.modalities,
     }
     with data_parallel(cfg.distribution, cfg.batch_size) as devices:
         info["devices"] = len(devices) or 1
-        return _fit(cfg, task, reader, dataset, val, (mean, variance), info, dist)
+        return _fit(cfg, task, (reader, audio), dataset, val, stats, info, dist)
 
 
-def _fit(cfg: TrainConfig, task: TaskSpec, reader, dataset, val, stats: tuple, info: dict, dist: dict) -> Path:
+def _fit(cfg: TrainConfig, task: TaskSpec, readers, dataset, val, stats: dict, info: dict, dist: dict) -> Path:
     """Builds the model (under the distribution, when one is set), fits it, scores the best epoch."""
     monitor = f"val_{task.monitor}"
     keras.utils.set_random_seed(cfg.seed)  # weights depend on the seed only, not on what ran before
-    model = build_model(cfg, task, *stats)
+    if cfg.fused:
+        model = build_fused_model(cfg, task, stats)
+    else:
+        model = build_model(cfg, task, *stats["embeddings"])
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.lr),
         loss=task.make_loss(cfg),
         jit_compile={"auto": "auto", "on": True, "off": False}[cfg.jit_compile],
     )
     info["parameters"] = int(model.count_params())
-    folder = _open_folder(cfg, reader, info, dist)
+    folder = _open_folder(cfg, readers, info, dist)
     resume = folder.resume_point(monitor)
     if resume["epoch"]:
         log.info("continuing the interrupted run %s at epoch %d", folder.path, resume["epoch"] + 1)

@@ -40,7 +40,7 @@ def train_windows(split: SplitData, seq_len: int, stride: int) -> tuple[np.ndarr
     if split.task.level == "frame":
         counts = split.eligible & split.keep
     else:
-        counts = split.face[: split.n_frames] & np.repeat(split.eligible & split.keep, split.lengths)
+        counts = split.present[: split.n_frames] & np.repeat(split.eligible & split.keep, split.lengths)
     cum = np.concatenate([[0], np.cumsum(counts)])
     lo = split.offsets[sample] + start
     hi = split.offsets[sample] + np.minimum(start + seq_len, split.lengths[sample])
@@ -85,6 +85,8 @@ class WindowDataset(keras.utils.PyDataset):
         shuffle_seed: None keeps window order (prediction); an int reshuffles every epoch with a
             generator seeded once, so a run's order is a function of its seed.
         with_targets: False yields inputs only (``model.predict``).
+        modality_dropout: audio-visual splits: the share of windows (drawn per batch from the
+            shuffle generator) whose face or audio stream (half each) is blanked, masks included.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class WindowDataset(keras.utils.PyDataset):
         batch_size: int,
         shuffle_seed: int | None = None,
         with_targets: bool = True,
+        modality_dropout: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -103,6 +106,8 @@ class WindowDataset(keras.utils.PyDataset):
         self.seq_len, self.batch_size, self.with_targets = seq_len, batch_size, with_targets
         self._targets = split.targets() if with_targets else None
         self._rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
+        self.modality_dropout = modality_dropout if split.audio is not None else 0.0
+        self._drops = None
         self._order = np.arange(len(self.sample))
         self.pad_to = batch_multiple()
         self.on_epoch_end()
@@ -113,6 +118,10 @@ class WindowDataset(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         if self._rng is not None:
             self._order = self._rng.permutation(len(self.sample))
+            if self.modality_dropout:  # 0: both streams, 1: no face, 2: no audio; drawn with the order, so
+                # a continued run (skip_epochs) blanks the windows it would have blanked
+                u = self._rng.random(len(self.sample))
+                self._drops = np.where(u < self.modality_dropout / 2, 1, np.where(u < self.modality_dropout, 2, 0))
 
     def skip_epochs(self, n: int) -> None:
         """Draws the orders of ``n`` epochs, so a continued run sees the batches it would have seen."""
@@ -132,13 +141,18 @@ class WindowDataset(keras.utils.PyDataset):
         sample, start = self.sample[pick], self.start[pick]
         rows = window_rows(self.split, sample, start, self.seq_len)
         x = {"embeddings": self.split.x[rows].astype(np.float32), "face": self.split.face[rows].astype(np.float32)}
+        if self.split.audio is not None:
+            x.update(audio=self.split.audio[rows].astype(np.float32), heard=self.split.heard[rows].astype(np.float32))
+            if self._drops is not None:
+                drop = self._drops[pick]
+                x["face"][drop == 1], x["heard"][drop == 2] = 0.0, 0.0
         if not self.with_targets:
             return x
         if self.split.task.level == "frame":
             y = self._targets[rows]
         else:
             y = self._targets[sample].copy()
-            y[:, -1] *= x["face"].max(axis=1)  # a window without any face says nothing about its clip
+            y[:, -1] *= self.split.present[rows].max(axis=1)  # a window without any input says nothing of its clip
         if extra:
             y = y.copy()
             y[len(pick) - extra :, ..., -1] = 0.0  # the repeated rows count in no loss
@@ -189,7 +203,7 @@ def predict_split(
     sample, own, rows, out = _tiled_outputs(model, split, seq_len, batch_size, inputs)
     if split.task.level == "frame":
         return _by_owner(split, own, rows, out)
-    weight = split.face[rows].sum(axis=1).astype(np.float64) + 1e-6
+    weight = split.present[rows].sum(axis=1).astype(np.float64) + 1e-6
     total = np.zeros((len(split.sample_ids), out.shape[-1]))
     np.add.at(total, sample, out * weight[:, None])
     norm = np.zeros(len(split.sample_ids))

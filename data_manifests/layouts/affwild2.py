@@ -23,6 +23,7 @@ import numpy as np
 from data_manifests.layouts.common import (
     find_dirs,
     first_bad,
+    index_audio,
     index_media,
     media_folder,
     one_dir,
@@ -139,6 +140,9 @@ def load(manifest: Manifest, root: Path) -> list[dict]:
     rows = []
     for task, folder in annotations.items():
         rows.extend(_task_rows(task, folder, split_folders, frames_root, media))
+    audio = index_audio(root, manifest.paths.get("audio"))
+    for r in rows:
+        r["audio_path"] = str(audio[r["video"]]) if r["video"] in audio else ""
     _set_subjects(rows, root, manifest.paths.get("subjects"))
     missing = sorted({r["video"] for r in rows if not r["media_path"]})
     if missing:

@@ -138,6 +138,12 @@ def index_media(
     return media
 
 
+def index_audio(root: Path, name: str | None) -> dict[str, Path]:
+    """stem -> WAV file below ``root/name`` (the manifest's ``audio`` path); empty without that folder."""
+    folder = root / name if name else None
+    return index_media(folder, extensions=(".wav",)) if folder is not None and folder.is_dir() else {}
+
+
 def media_folder(root: Path, name: str | None) -> Path:
     """The folder to search for raw videos: ``root/name`` when it exists, else ``root`` itself."""
     if name and (root / name).is_dir():
@@ -312,6 +318,7 @@ def row(
     frame_index,
     labels,
     valid,
+    audio_path: Path | None = None,
 ) -> dict:
     """One row of the sample table (see ``schema.COLUMNS``); missing paths become ``''``."""
     return {
@@ -323,6 +330,7 @@ def row(
         "task": task,
         "media_path": str(media_path) if media_path else "",
         "frames_dir": str(frames_dir) if frames_dir else "",
+        "audio_path": str(audio_path) if audio_path else "",
         "frame_index": frame_index,
         "labels": labels,
         "valid": valid,

@@ -23,6 +23,7 @@ import pandas as pd
 
 from data_manifests.layouts.common import (
     find_files,
+    index_audio,
     index_media,
     media_folder,
     read_csv_strings,
@@ -64,6 +65,7 @@ def load(manifest: Manifest, root: Path) -> list[dict]:
             f"{', '.join(manifest.option('split_files'))}) within {depth} levels; "
             f"expected File_ID,Split,{','.join(LABELS[TASK].names)} rows"
         )
+    audio = index_audio(root, manifest.paths.get("audio"))
     media = index_media(media_folder(root, manifest.paths.get("videos")))
     rows, seen = [], {}
     for path, split in sources:
@@ -82,6 +84,7 @@ def load(manifest: Manifest, root: Path) -> list[dict]:
                     split=clip_split,
                     task=TASK,
                     media_path=media.get(clip_id),
+                    audio_path=audio.get(clip_id),
                     frames_dir=None,
                     frame_index=None,
                     labels=labels,

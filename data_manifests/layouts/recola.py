@@ -21,6 +21,7 @@ import numpy as np
 
 from data_manifests.layouts.common import (
     find_dirs,
+    index_audio,
     index_media,
     media_folder,
     one_dir,
@@ -63,6 +64,7 @@ def load(manifest: Manifest, root: Path) -> list[dict]:
         raise DatasetError(
             f"{ratings}: no rating files; expected {'/ and '.join(folders[d] for d in dims)}/ with <name>.arff or .csv"
         )
+    audio = index_audio(root, manifest.paths.get("audio"))
     media = index_media(media_folder(root, manifest.paths.get("videos")), prune=[ratings])
     rows = []
     for name in names:
@@ -82,6 +84,7 @@ def load(manifest: Manifest, root: Path) -> list[dict]:
                 split=_split(name, manifest),
                 task=TASK,
                 media_path=media.get(name),
+                audio_path=audio.get(name),
                 frames_dir=None,
                 frame_index=frame_index,
                 labels=labels,

@@ -1,0 +1,255 @@
+"""Audio features, pooled onto the video's frames: decode (PyAV), extractors (librosa, openSMILE), pooling.
+
+A recording is never decoded into one array: :func:`iter_audio` yields 16 kHz mono blocks through
+FFmpeg's own resampler (PyAV, for containers and WAV alike, so a WAV at 44.1 kHz is resampled the
+same way), :class:`Rows` turns blocks into 10 ms feature rows with the extractor of
+:data:`AUDIO_FEATURES`, and :class:`Pool` folds each row into the video frame its start falls in:
+frame t gets the rows whose start is in [t, t + 1/fps), their mean and std. Times come from the
+streams' timestamps (pts x time_base), never from sample counts alone, so audio that starts after
+the video (or before it) lands on the right frames.
+
+Example::
+
+    edges = video_frame_edges("tests/media/single_face.mp4")       # 73 edges: 72 frames
+    pool = Pool(edges, AUDIO_FEATURES["logmel"].dim)
+    rows = Rows(AUDIO_FEATURES["logmel"])
+    for start, block in iter_audio("tests/media/single_face.mp4"):
+        pool.add(*rows.add(start, block))
+    pool.add(*rows.finish())
+    features, mask = pool.result()                                  # (72, 128), (72,)
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.registry import ConfigError, Registry
+from extract.sources import SourceError
+
+SAMPLE_RATE = 16_000
+WINDOW = 400  # 25 ms
+HOP = 160  # 10 ms
+N_MELS = 64
+N_MFCC = 20
+TAIL = 1_600  # samples kept back at a block's end (0.1 s): the longest window of any extractor fits in it
+BLOCK = 30 * SAMPLE_RATE  # samples computed at once: memory stays flat on a recording of hours
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    """One audio extractor: ``compute(block)`` -> (rows [R, dim], row starts in samples from the block's
+    start). ``describe`` goes in the cache's attributes; ``needs`` names the optional package."""
+
+    name: str
+    dim: int
+    compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+    describe: str
+    needs: str = ""
+
+
+def _mel(block: np.ndarray) -> np.ndarray:
+    import librosa
+
+    return librosa.feature.melspectrogram(
+        y=block, sr=SAMPLE_RATE, n_fft=WINDOW, hop_length=HOP, win_length=WINDOW, n_mels=N_MELS, center=False
+    )
+
+
+def _starts(n_rows: int) -> np.ndarray:
+    return np.arange(n_rows, dtype=np.int64) * HOP
+
+
+def logmel(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log(mel power + 1e-6), 64 bands; row r starts at sample r * 160."""
+    rows = np.log(_mel(block) + 1e-6).T.astype(np.float32)
+    return rows, _starts(len(rows))
+
+
+def mfcc(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """20 MFCCs of the 64-band mel spectrogram in dB."""
+    import librosa
+
+    rows = librosa.feature.mfcc(S=librosa.power_to_db(_mel(block)), n_mfcc=N_MFCC).T.astype(np.float32)
+    return rows, _starts(len(rows))
+
+
+_SMILE = {}
+
+
+def egemaps(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """openSMILE's eGeMAPSv02 low-level descriptors (25 per 10 ms) and their own start times."""
+    try:
+        import opensmile
+    except ImportError:
+        raise ConfigError(
+            "AUDIO=egemaps needs openSMILE (research-only licence, so optional): "
+            "install it with `.venv/bin/pip install -r requirements-audio.txt`, or use AUDIO=logmel"
+        ) from None
+    if "tensorflow" in sys.modules:
+        # openSMILE's library corrupts the heap of a process that has loaded TensorFlow (malloc abort).
+        raise ConfigError(
+            "AUDIO=egemaps cannot run in a process that has loaded TensorFlow (openSMILE aborts there): "
+            "run it through make extract, whose audio workers are fresh processes"
+        )
+    if "smile" not in _SMILE:
+        _SMILE["smile"] = opensmile.Smile(
+            feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.LowLevelDescriptors
+        )
+    frame = _SMILE["smile"].process_signal(block, SAMPLE_RATE)
+    starts = frame.index.get_level_values("start").total_seconds().to_numpy()
+    return frame.to_numpy(np.float32), np.round(starts * SAMPLE_RATE).astype(np.int64)
+
+
+AUDIO_FEATURES: Registry[AudioSpec] = Registry("audio extractor", "--audio / AUDIO")
+AUDIO_FEATURES.register(
+    "logmel", AudioSpec("logmel", N_MELS, logmel, f"log-mel {N_MELS} bands (librosa), window {WINDOW}, hop {HOP}")
+)
+AUDIO_FEATURES.register(
+    "mfcc", AudioSpec("mfcc", N_MFCC, mfcc, f"MFCC {N_MFCC} of log-mel {N_MELS} (librosa), window {WINDOW}, hop {HOP}")
+)
+AUDIO_FEATURES.register(
+    "egemaps", AudioSpec("egemaps", 25, egemaps, "openSMILE eGeMAPSv02 low-level descriptors", needs="opensmile")
+)
+
+
+class Rows:
+    """Blocks of samples in, feature rows out, each with its start time in seconds."""
+
+    def __init__(self, spec: AudioSpec):
+        self.spec = spec
+        self.blocks: list[np.ndarray] = []  # joined once a block's worth is in: no copy per small block
+        self.pending = 0
+        self.start = 0.0  # time of the first sample not yet turned into rows
+
+    def add(self, start: float, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.blocks and not self.pending:
+            self.start = start
+        self.blocks.append(block)
+        self.pending += len(block)
+        if self.pending < BLOCK + TAIL:
+            return self._empty()
+        self.buffer = np.concatenate(self.blocks)
+        return self._take(len(self.buffer) - TAIL)
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of what is left, the last windows padded with silence."""
+        if not self.pending:
+            return self._empty()
+        self.buffer = np.concatenate([*self.blocks, np.zeros(WINDOW, np.float32)])
+        return self._take(self.pending, end=True)
+
+    def _take(self, consume: int, end: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        consume -= consume % HOP
+        rows, starts = self.spec.compute(self.buffer)
+        keep = starts < consume
+        times = self.start + starts[keep] / SAMPLE_RATE
+        rest = self.buffer[consume:] if not end else np.zeros(0, np.float32)
+        self.blocks, self.pending, self.buffer = [rest], len(rest), None
+        self.start += consume / SAMPLE_RATE
+        return rows[keep], times
+
+    def _empty(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros((0, self.spec.dim), np.float32), np.zeros(0)
+
+
+class Pool:
+    """Mean and std of the rows whose start falls in each frame's [edges[t], edges[t + 1])."""
+
+    def __init__(self, edges: np.ndarray, dim: int):
+        self.edges = np.asarray(edges, np.float64)
+        n = len(self.edges) - 1
+        self.sum = np.zeros((n, dim))
+        self.sq = np.zeros((n, dim))
+        self.count = np.zeros(n, np.int64)
+
+    def add(self, rows: np.ndarray, times: np.ndarray) -> None:
+        if not len(rows):
+            return
+        frame = np.searchsorted(self.edges, times, side="right") - 1
+        inside = (frame >= 0) & (frame < len(self.count))
+        frame, rows = frame[inside], rows[inside].astype(np.float64)
+        np.add.at(self.sum, frame, rows)
+        np.add.at(self.sq, frame, rows**2)
+        np.add.at(self.count, frame, 1)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """([frames, 2 * dim] mean then std, float32; zeros where no row), the mask of frames with audio."""
+        n = np.maximum(self.count, 1)[:, None]
+        mean = self.sum / n
+        std = np.sqrt(np.maximum(self.sq / n - mean**2, 0.0))
+        return np.concatenate([mean, std], axis=1).astype(np.float32), self.count > 0
+
+
+def video_frame_edges(path: str | Path) -> np.ndarray:
+    """[frames + 1] times in seconds: each video frame's presentation time, and the last one's end.
+
+    From the video stream's packets (demuxed, not decoded). Frames before time 0 (an edit list's
+    pre-roll) are not shown, and no decoder returns them, so they are left out as well.
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise SourceError(f"{path}: no video stream; expected a video whose frames the audio is pooled onto")
+            stream = container.streams.video[0]
+            base = stream.time_base
+            pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0)
+    except av.error.FFmpegError as err:
+        raise SourceError(f"{path}: cannot be read as a video ({_why(err)}); check the file") from None
+    shown = [p for p in pts if p >= 0] or pts
+    if not shown:
+        raise SourceError(f"{path}: no video frames; check the file")
+    times = np.asarray([float(p * base) for p in shown])
+    step = float(np.median(np.diff(times))) if len(times) > 1 else 1 / 30
+    return np.append(times, times[-1] + step)
+
+
+def frame_edges(n_frames: int, fps: float) -> np.ndarray:
+    """Edges of ``n_frames`` frames at a constant ``fps`` (frame folders, label files)."""
+    return np.arange(n_frames + 1) / float(fps)
+
+
+def iter_audio(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
+    """(the stream's start time in seconds, float32 16 kHz mono samples) blocks of the first audio stream,
+    in order: the first sample of the first block plays at that time.
+
+    Yields nothing when the file has no audio stream. A stream that cannot be decoded raises
+    ``SourceError`` naming the file.
+    """
+    import av
+
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as err:
+        raise SourceError(
+            f"{path}: cannot be opened ({err}); expected a video or WAV file with an audio track"
+        ) from None
+    with container:
+        if not container.streams.audio:
+            return
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        start = None
+        try:
+            for frame in container.decode(stream):
+                if start is None:
+                    start = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+                for out in resampler.resample(frame):
+                    yield start, out.to_ndarray().reshape(-1)
+            for out in resampler.resample(None):
+                yield start or 0.0, out.to_ndarray().reshape(-1)
+        except av.error.FFmpegError as err:
+            raise SourceError(
+                f"{path}: its audio stream cannot be decoded ({err}); check or re-encode the file"
+            ) from None
+
+
+def _why(err) -> str:
+    """FFmpeg's reason without the file name it repeats."""
+    return getattr(err, "strerror", None) or str(err)
