@@ -19,6 +19,7 @@ DETECT_EVERY ?= 10
 SAVE_CROPS   ?= 0
 ENGINE       ?= local
 AUDIO        ?=
+FUSION       ?= model
 EXTRACT_ARGS ?=
 REBALANCE    ?= none
 TRAIN_ARGS   ?=
@@ -56,7 +57,7 @@ help: ## List the targets and the variables they read
 	@echo "Variables: DATASET=$(DATASET) DATA_ROOT=$(DATA_ROOT) BACKBONE=$(BACKBONE) MODEL=$(MODEL) TASK=$(TASK)"
 	@echo "           CACHE_DIR=$(CACHE_DIR) RUNS_DIR=$(RUNS_DIR) REPORT_DIR=$(REPORT_DIR) KERAS_BACKEND=$(KERAS_BACKEND)"
 	@echo "           WORKERS=$(WORKERS) BATCH=$(BATCH) WEIGHTS=$(WEIGHTS) INPUT=$(INPUT) SEED=$(SEED)"
-	@echo "           DETECT_EVERY=$(DETECT_EVERY) SAVE_CROPS=$(SAVE_CROPS) ENGINE=$(ENGINE) AUDIO=$(AUDIO)"
+	@echo "           DETECT_EVERY=$(DETECT_EVERY) SAVE_CROPS=$(SAVE_CROPS) ENGINE=$(ENGINE) AUDIO=$(AUDIO) FUSION=$(FUSION)"
 	@echo "           EXTRACT_ARGS=$(EXTRACT_ARGS)"
 	@echo "           REBALANCE=$(REBALANCE) TRAIN_ARGS=$(TRAIN_ARGS) DISTRIBUTION=$(DISTRIBUTION) RUN=$(RUN) SPLIT=$(SPLIT)"
 	@echo "           NO_FACE=$(NO_FACE) VIDEO=$(VIDEO) ANALYSIS_DIR=$(ANALYSIS_DIR) ANALYZE_ARGS=$(ANALYZE_ARGS)"
@@ -103,10 +104,10 @@ extract: $(STAMP) ## Fill CACHE_DIR/DATASET/BACKBONE.h5 (resumable; AUDIO=logmel
 	  $(if $(filter 1,$(SAVE_CROPS)),--save-crops) \
 	  $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(EMBEDDING_LAYER),--embedding-layer "$(EMBEDDING_LAYER)") $(EXTRACT_ARGS)
 
-train: $(STAMP) ## Train MODEL on TASK from the cache; writes RUNS_DIR/<run id>/ (TRAIN_ARGS: more flags)
+train: $(STAMP) ## Train MODEL on TASK from the cache; writes RUNS_DIR/<run id>/ (AUDIO=logmel FUSION=early|model|late: audio-visual; BACKBONE=none AUDIO=logmel: audio alone)
 	$(PY) -m train --dataset $(DATASET) --data-root "$(DATA_ROOT)" --backbone "$(BACKBONE)" --model $(MODEL) \
 	  --task $(TASK) --cache-dir "$(CACHE_DIR)" --runs-dir "$(RUNS_DIR)" --rebalance $(REBALANCE) --seed $(SEED) \
-	  --distribution $(DISTRIBUTION) $(TRAIN_ARGS)
+	  --distribution $(DISTRIBUTION) $(if $(AUDIO),--audio "$(AUDIO)" --fusion $(FUSION)) $(TRAIN_ARGS)
 
 report: $(STAMP) ## Every run of RUNS_DIR -> REPORT_DIR/index.html + summary.md (open from disk)
 	$(PY) -m evaluate report --runs-dir "$(RUNS_DIR)" --report-dir "$(REPORT_DIR)"
@@ -147,19 +148,27 @@ gpu-wheels: ## The cp312 wheels the GPU machine lacks (keras, mediapipe, fer, ..
 bench: $(STAMP) $(MEDIA) $(RAY_STAMP) $(AUDIO_STAMP) ## Time each stage and the whole pipeline; table + docs/bench/<machine>.json (BENCH_ARGS)
 	$(PY) -m bench $(BENCH_ARGS)
 
-# The demo's training runs: the GRU, the two baselines it must beat, rebalancing, and the other tasks.
+# The demo's training runs: the GRU, the two baselines it must beat, rebalancing, and the other tasks;
+# then the VA GRU on audio alone and on faces + audio with each fusion, beside the visual one.
 DEMO_TRAIN := --epochs 15 --seq-len 32 --verbose 0
 DEMO_RUNS  := gru:expr:none frame:expr:none avgpool:expr:none gru:expr:undersample gru:va:none gru:va:va-hist \
               frame:va:none gru:au:none
+DEMO_AUDIO_RUNS := none:model fer:early fer:model fer:late
 
 demo: $(STAMP) ## The whole pipeline on the built-in synthetic dataset: data -> extract -> train -> report
 	$(MAKE) --no-print-directory data DATASET=synthetic SEED=0
-	$(MAKE) --no-print-directory extract DATASET=synthetic BACKBONE=fer
+	$(MAKE) --no-print-directory extract DATASET=synthetic BACKBONE=fer AUDIO=logmel
 	@for run in $(DEMO_RUNS); do \
 	  set -- $$(echo $$run | tr ':' ' '); \
 	  echo "== train MODEL=$$1 TASK=$$2 REBALANCE=$$3"; \
 	  $(MAKE) --no-print-directory train DATASET=synthetic BACKBONE=fer MODEL=$$1 TASK=$$2 REBALANCE=$$3 \
 	    SEED=0 TRAIN_ARGS="$(DEMO_TRAIN)" || exit 1; \
+	done
+	@for run in $(DEMO_AUDIO_RUNS); do \
+	  set -- $$(echo $$run | tr ':' ' '); \
+	  echo "== train MODEL=gru TASK=va BACKBONE=$$1 AUDIO=logmel FUSION=$$2"; \
+	  $(MAKE) --no-print-directory train DATASET=synthetic BACKBONE=$$1 AUDIO=logmel FUSION=$$2 MODEL=gru \
+	    TASK=va SEED=0 TRAIN_ARGS="$(DEMO_TRAIN)" || exit 1; \
 	done
 	$(MAKE) --no-print-directory report
 	@echo "demo done: open $(REPORT_DIR)/index.html"

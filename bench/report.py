@@ -202,6 +202,7 @@ TABLE = (
     ("stage two", "train_seq_s_memory", "windows/s, in memory"),
     ("stage two", "train_seq_s_cache", "windows/s, from the cache"),
     ("stage two", "train_seq_s_stream", "windows/s, streamed from the cache (over --max-ram-gb)"),
+    ("stage two", "train_seq_s_av_memory", "windows/s, audio-visual (model fusion, +128 audio), in memory"),
     ("stage two", "train_data_windows_s_stream", "windows/s, data path alone, streamed"),
     ("stage two", "cache_load_frames_s", "frames/s, cache -> RAM"),
     ("fer's own loop (TFLite, default)", "peer_fer_fps_loop", "frames/s, FER(mtcnn=False).detect_emotions"),

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -93,10 +94,15 @@ def stage_two(cfg: BenchConfig, dim: int, workdir: Path) -> dict:
         raise RuntimeError(f"{written['path']}: load_split read {info}, expected every frame labelled")
     # The same split over the memory budget: its windows stream from the cache (train.streaming).
     streamed, _ = load_split(CacheReader(written["path"]), table[table["task"] == "va"], TASKS["va"], 1e-9)
-    rounds = {"memory": [], "cache": [], "stream": []}
+    rounds = {"memory": [], "cache": [], "stream": [], "av": []}
+    av_cfg = dataclasses.replace(tcfg, audio="logmel", fusion="model")
     for _ in range(cfg.train_rounds):
         rounds["memory"].append(train_bench.bench(tcfg, dim, cfg.train_videos, cfg.train_frames, cfg.train_epochs))
         log.info("train_seq_s_memory: %s", rounds["memory"][-1])
+        # Faces + 128 log-mel features per frame (64 bands, mean and std), model-level fusion.
+        av = train_bench.bench(av_cfg, dim, cfg.train_videos, cfg.train_frames, cfg.train_epochs, audio_dim=128)
+        rounds["av"].append(av)
+        log.info("train_seq_s_av_memory: %s", av)
         rounds["cache"].append(_bench_on(split, tcfg, dim, cfg))
         log.info("train_seq_s_cache: %s", rounds["cache"][-1])
         rounds["stream"].append(_bench_on(streamed, tcfg, dim, cfg))
@@ -114,6 +120,8 @@ def stage_two(cfg: BenchConfig, dim: int, workdir: Path) -> dict:
         "train_seq_s_memory_rounds": [r["train_windows_per_s"] for r in rounds["memory"]],
         "train_seq_s_cache_rounds": [r["train_windows_per_s"] for r in rounds["cache"]],
         "train_seq_s_stream": stream["train_windows_per_s"],
+        "train_seq_s_av_memory": max(r["train_windows_per_s"] for r in rounds["av"]),
+        "train_parameters_av": rounds["av"][0]["parameters"],
         "train_data_windows_s_stream": stream["data_windows_per_s"],
         "train_data_windows_s_memory": memory["data_windows_per_s"],
         "train_data_windows_s_cache": cache["data_windows_per_s"],

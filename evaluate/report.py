@@ -17,7 +17,10 @@ Contents:
 - temporal models beside the ``frame`` / ``avgpool`` baselines: per (dataset, backbone, task),
   each (model, rebalance) pair's mean and spread over its runs and the difference to the best
   baseline;
-- the extraction summary of each feature cache the runs read (``<BACKBONE>.extract.json``);
+- visual, audio and audio-visual runs of one dataset and task side by side
+  (:mod:`evaluate.report_modalities`);
+- the extraction summary of each feature cache the runs read (``<BACKBONE>.extract.json``; audio
+  caches too, their face-hit rate being the share of frames with audio);
 - per run: training curves, label distribution before/after rebalancing, confusion matrices
   (classification tasks), predicted vs true valence/arousal over time (``va``), per-class scores.
 
@@ -47,6 +50,7 @@ from core.tasks import TASKS, TaskSpec
 from evaluate import report_html as render
 from evaluate.confusion import write_confusion
 from evaluate.plots import plot_history, plot_label_distribution, plot_va_time
+from evaluate.report_modalities import modality_tables
 from extract.cache import CacheError, CacheReader, summary_path
 
 log = logging.getLogger(__name__)
@@ -92,8 +96,10 @@ class Run:
 
     @property
     def backbone(self) -> str:
-        cache = self.config.get("cache")
-        return Path(cache).stem if cache else str(self.get("backbone"))
+        """The caches the run read: ``fer``, ``audio-logmel`` (audio alone), ``fer+audio-logmel``."""
+        cache, audio = self.config.get("cache"), self.config.get("audio_cache")
+        name = Path(cache).stem if cache else str(self.get("backbone"))
+        return f"{name}+{Path(audio).stem}" if audio else name
 
     def epochs(self) -> str:
         """``<epochs run>/<max epochs>, best <n>`` (1-based), from metrics.json or history.csv."""
@@ -289,14 +295,19 @@ def extraction_table(runs: list[Run]) -> pd.DataFrame:
     """One row per feature cache the runs read: its ``.extract.json`` (last extraction run) and,
     when the cache file opens, its totals (videos, frames, face-hit rate over every stored frame)."""
     rows = []
-    for cache in dict.fromkeys(str(r.config["cache"]) for r in runs if r.config.get("cache")):
-        row = {"cache": cache, "runs": sum(str(r.config.get("cache")) == cache for r in runs)}
+    read = [[str(r.config[k]) for k in ("cache", "audio_cache") if r.config.get(k)] for r in runs]
+    for cache in dict.fromkeys(c for caches in read for c in caches):
+        row = {"cache": cache, "runs": sum(cache in caches for caches in read)}
         summary_file = summary_path(cache)
         note = []
         if summary_file.is_file():
             try:
                 s = json.loads(summary_file.read_text())
                 failed = s.get("failed", [])
+                if "audio" in s:  # an audio cache's summary (extract.audio_run)
+                    s = {**s, "backbone": f"audio-{s['audio']}", "mode": "audio", "faces": s.get("with_audio")}
+                    s["face_hit_rate"] = s["with_audio"] / s["frames"] if s.get("frames") else None
+                    s["frames_per_s"] = round(s["frames"] / s["seconds"], 1) if s.get("seconds") else None
                 row.update(
                     {
                         "backbone": s.get("backbone"),
@@ -440,6 +451,7 @@ def build_report(runs_dir: str | Path, report_dir: str | Path) -> dict[str, Path
         best=best,
         best_runs=best_runs(runs),
         comparisons=comparison_tables(runs),
+        modalities=modality_tables(runs),
         caches=extraction_table(runs),
         figures=figures,
         runs_dir=str(runs_dir),

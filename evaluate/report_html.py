@@ -18,6 +18,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from core.tasks import TASKS
+from evaluate import report_modalities as modalities
 
 CSS = """
 body { font: 14px/1.45 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif; color: #1d2329;
@@ -62,6 +63,7 @@ class Context:
     best: pd.DataFrame
     best_runs: set
     comparisons: list
+    modalities: list
     caches: pd.DataFrame
     figures: dict
     runs_dir: str
@@ -219,7 +221,8 @@ def cache_cells(r: pd.Series) -> dict[str, str]:
     cells = {c: _rate(r[c]) if c == "face_hit_rate" else fmt(r[c], 1) for c in CACHE_HEADERS if c in r}
     if pd.notna(r.get("run_frames")):
         cells["last_run"] = (
-            f"{fmt(r['run_frames'])} frames, {_rate(r['run_face_hit_rate'])} with a face, "
+            f"{fmt(r['run_frames'])} frames, {_rate(r['run_face_hit_rate'])} "
+            f"{'with audio' if r.get('mode') == 'audio' else 'with a face'}, "
             f"{fmt(r['done'])} videos done, {fmt(r['failed'])} failed, {fmt(r['seconds'], 1)} s, "
             f"{fmt(r['frames_per_s'], 1)} frames/s"
         )
@@ -338,6 +341,7 @@ def html_page(ctx: Context) -> str:
     """The self-contained ``index.html``."""
     nav = (
         '<nav><a href="#runs">Runs</a><a href="#comparison">Temporal models vs baselines</a>'
+        '<a href="#modalities">Visual, audio, audio-visual</a>'
         '<a href="#caches">Feature caches</a><a href="#per-run">Per run</a></nav>'
     )
     per_run = "".join(_run_html(ctx, r) for r in ctx.runs)
@@ -351,6 +355,7 @@ Scores are computed on the validation split from each run's saved predictions.</
 <section id="runs"><h2>Runs</h2>{empty}{_runs_html(ctx) if ctx.runs else ""}
 {_formulas_html(ctx)}</section>
 <section id="comparison"><h2>Temporal models vs baselines</h2>{_comparison_html(ctx)}</section>
+<section id="modalities"><h2>Visual, audio, audio-visual</h2>{modalities.html(ctx.modalities, _e)}</section>
 <section id="caches"><h2>Feature caches</h2>{_caches_html(ctx)}</section>
 <div id="per-run">{per_run}</div>
 </body></html>
@@ -424,6 +429,7 @@ def markdown(ctx: Context) -> str:
             )
         )
         out.append("")
+    out += ["## Visual, audio, audio-visual", "", *modalities.markdown(ctx.modalities, _md_table)]
     out += ["## Feature caches", ""]
     if ctx.caches.empty:
         out.append("No run records the cache it read.")

@@ -23,6 +23,7 @@ import numpy as np
 from core.tasks import TASKS
 from train.config import TrainConfig
 from train.data import SplitData
+from train.fusion import FUSIONS, build_fused_model
 from train.models import MODELS, build_model
 from train.windows import WindowDataset, train_windows
 
@@ -64,12 +65,23 @@ def random_split(task_name: str, videos: int, frames: int, dim: int, seed: int) 
     )
 
 
-def bench(cfg: TrainConfig, dim: int, videos: int, frames: int, epochs: int) -> dict:
-    """Measures the data path and ``fit``; returns the figures as a dict."""
+def with_audio(split: SplitData, dim: int, seed: int) -> SplitData:
+    """``split`` with random audio features of size ``dim`` on every frame (an audio-visual split)."""
+    rng = np.random.default_rng(seed + 1)
+    split.audio = np.concatenate([rng.normal(size=(split.n_frames, dim)), np.zeros((1, dim))]).astype(np.float16)
+    split.heard = np.concatenate([np.ones(split.n_frames, bool), [False]])
+    return split
+
+
+def bench(cfg: TrainConfig, dim: int, videos: int, frames: int, epochs: int, audio_dim: int = 0) -> dict:
+    """Measures the data path and ``fit``; returns the figures as a dict. ``audio_dim`` > 0: the
+    audio-visual model of ``cfg.fusion`` on faces + audio features of that size."""
     if cfg.task not in ("va", "expr", "au"):
         raise ValueError(f"--task {cfg.task}: the benchmark covers the frame tasks va, expr, au")
     keras.utils.set_random_seed(cfg.seed)
     split = random_split(cfg.task, videos, frames, dim, cfg.seed)
+    if audio_dim:
+        split = with_audio(split, audio_dim, cfg.seed)
     sample, start = train_windows(split, cfg.seq_len, cfg.stride)
     ds = WindowDataset(split, sample, start, cfg.seq_len, cfg.batch_size, shuffle_seed=cfg.seed)
     t = time.perf_counter()
@@ -77,7 +89,12 @@ def bench(cfg: TrainConfig, dim: int, videos: int, frames: int, epochs: int) -> 
         ds[i]
     data_s = time.perf_counter() - t
     task = TASKS[cfg.task]
-    model = build_model(cfg, task, np.zeros(dim, np.float32), np.ones(dim, np.float32))
+    stats = {"embeddings": (np.zeros(dim, np.float32), np.ones(dim, np.float32))}
+    if audio_dim:
+        stats["audio"] = (np.zeros(audio_dim, np.float32), np.ones(audio_dim, np.float32))
+        model = build_fused_model(cfg, task, stats)
+    else:
+        model = build_model(cfg, task, *stats["embeddings"])
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.lr),
         loss=task.make_loss(cfg),
@@ -94,6 +111,8 @@ def bench(cfg: TrainConfig, dim: int, videos: int, frames: int, epochs: int) -> 
         "units": cfg.units,
         "seq_len": cfg.seq_len,
         "dim": dim,
+        "audio_dim": audio_dim,
+        "fusion": cfg.fusion if audio_dim else "",
         "batch_size": cfg.batch_size,
         "windows_per_epoch": int(len(sample)),
         "parameters": int(model.count_params()),
@@ -125,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--units", type=int, default=256)
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--dim", type=int, default=128, help="embedding size (fer: 128)")
+    p.add_argument(
+        "--audio-dim", type=int, default=0, help="> 0: the audio-visual model on audio features of this size"
+    )
+    p.add_argument("--fusion", default="model", choices=list(FUSIONS))
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--videos", type=int, default=8)
     p.add_argument("--frames", type=int, default=2048, help="frames per video")
@@ -143,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         jit_compile=a.jit_compile,
         seed=a.seed,
         dropout=0.0,
+        audio="logmel" if a.audio_dim else "",
+        fusion=a.fusion,
     ).validate()
-    print(json.dumps(bench(cfg, a.dim, a.videos, a.frames, a.epochs)))
+    print(json.dumps(bench(cfg, a.dim, a.videos, a.frames, a.epochs, a.audio_dim)))
     return 0
 
 
