@@ -3,7 +3,8 @@
 A recording is never decoded into one array: :func:`iter_audio` yields 16 kHz mono blocks through
 FFmpeg's own resampler (PyAV, for containers and WAV alike, so a WAV at 44.1 kHz is resampled the
 same way), :class:`Rows` turns blocks into 10 ms feature rows with the extractor of
-:data:`AUDIO_FEATURES`, and :class:`Pool` folds each row into the video frame its start falls in:
+:data:`AUDIO_FEATURES` (or a user's Keras model on log-mel patches: ``file:<model.keras>``,
+:mod:`extract.audio_model`), and :class:`Pool` folds each row into the video frame its start falls in:
 frame t gets the rows whose start is in [t, t + 1/fps), their mean and std. Times come from the
 streams' timestamps (pts x time_base), never from sample counts alone, so audio that starts after
 the video (or before it) lands on the right frames.
@@ -50,6 +51,10 @@ class AudioSpec:
     compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
     describe: str
     needs: str = ""
+    context: int = TAIL  # samples kept back at a block's end: the span the last row of a block needs
+    stride: int = HOP  # samples between row starts
+    offset: float = 0.0  # seconds from a row's start to the moment it describes (a patch's centre)
+    extra: tuple = ()  # (key, value) pairs for the cache's attributes (a model's checksum)
 
 
 def _mel(block: np.ndarray) -> np.ndarray:
@@ -117,6 +122,31 @@ AUDIO_FEATURES.register(
 )
 
 
+FILE_PREFIX = "file:"
+
+
+def check_audio_name(name: str) -> None:
+    """A one-line error for a wrong AUDIO before anything slow runs (a ``file:`` model is not loaded)."""
+    if name.startswith(FILE_PREFIX):
+        from extract.audio_model import check_file
+
+        check_file(name[len(FILE_PREFIX) :])
+    elif name not in AUDIO_FEATURES:
+        raise ConfigError(
+            f"unknown audio extractor '{name}' (--audio / AUDIO); choose one of: {', '.join(AUDIO_FEATURES)}, "
+            f"or file:<model.keras> (a Keras audio model on log-mel patches)"
+        )
+
+
+def audio_spec(name: str) -> AudioSpec:
+    """The extractor of ``name``: a registered one, or ``file:<model.keras>`` (``extract.audio_model``)."""
+    if name.startswith(FILE_PREFIX):
+        from extract.audio_model import model_spec
+
+        return model_spec(name)
+    return AUDIO_FEATURES[name]
+
+
 class Rows:
     """Blocks of samples in, feature rows out, each with its start time in seconds."""
 
@@ -131,23 +161,23 @@ class Rows:
             self.start = start
         self.blocks.append(block)
         self.pending += len(block)
-        if self.pending < BLOCK + TAIL:
+        if self.pending < BLOCK + self.spec.context:
             return self._empty()
         self.buffer = np.concatenate(self.blocks)
-        return self._take(len(self.buffer) - TAIL)
+        return self._take(len(self.buffer) - self.spec.context)
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
         """The rows of what is left, the last windows padded with silence."""
         if not self.pending:
             return self._empty()
-        self.buffer = np.concatenate([*self.blocks, np.zeros(WINDOW, np.float32)])
+        self.buffer = np.concatenate([*self.blocks, np.zeros(self.spec.context, np.float32)])
         return self._take(self.pending, end=True)
 
     def _take(self, consume: int, end: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        consume -= consume % HOP
+        consume -= consume % self.spec.stride  # the next block's rows continue this block's grid
         rows, starts = self.spec.compute(self.buffer)
         keep = starts < consume
-        times = self.start + starts[keep] / SAMPLE_RATE
+        times = self.start + starts[keep] / SAMPLE_RATE + self.spec.offset
         rest = self.buffer[consume:] if not end else np.zeros(0, np.float32)
         self.blocks, self.pending, self.buffer = [rest], len(rest), None
         self.start += consume / SAMPLE_RATE

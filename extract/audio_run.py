@@ -53,14 +53,15 @@ class AudioJob:
 
 
 def audio_meta(name: str) -> CacheMeta:
-    from extract.audio import AUDIO_FEATURES, HOP, SAMPLE_RATE, WINDOW
+    from extract.audio import HOP, SAMPLE_RATE, WINDOW, audio_spec
 
-    spec = AUDIO_FEATURES[name]
+    spec = audio_spec(name)
     return CacheMeta(
         backbone=audio_cache_name(name),
         embedding_dim=2 * spec.dim,
         input_size=(SAMPLE_RATE, WINDOW, HOP),
         preprocessing=f"{SAMPLE_RATE} Hz mono (FFmpeg's resampler through PyAV)",
+        weights_sha256=dict(spec.extra).get("weights_sha256", ""),
         face_policy="no audio: row kept, face_mask=False, embedding zeros, score 0",
         detector=f"audio {spec.describe}; pooled per video frame: mean then std of the rows starting in it",
         extra={
@@ -71,6 +72,7 @@ def audio_meta(name: str) -> CacheMeta:
             "hop": HOP,
             "pooling": "mean+std of the rows whose start falls in [t, t + 1/fps)",
             "row_dim": spec.dim,
+            **dict(spec.extra),
         },
     )
 
@@ -94,14 +96,14 @@ def audio_jobs(table, done: set[str], fps: float) -> tuple[list[AudioJob], list[
 
 def run_job(job: AudioJob, name: str, meta: CacheMeta, parts: str) -> dict:
     """Extracts one recording into its subjects' shards; returns its counts, or its one-line error."""
-    from extract.audio import AUDIO_FEATURES, Pool, Rows, frame_edges, iter_audio, video_frame_edges
+    from extract.audio import Pool, Rows, audio_spec, frame_edges, iter_audio, video_frame_edges
     from extract.fingerprint import fingerprint
     from extract.sources import SourceError
 
     start = time.perf_counter()
     try:
         edges = video_frame_edges(job.timeline) if job.timeline else frame_edges(job.n_frames, job.fps)
-        spec = AUDIO_FEATURES[name]
+        spec = audio_spec(name)
         pool, rows, samples = Pool(edges, spec.dim), Rows(spec), 0
         for first, block in iter_audio(job.source):
             samples += len(block)
@@ -145,11 +147,11 @@ def run_audio(cfg, table, fps: float | None = None, workers: int = 0) -> dict:
     """Extracts ``cfg.audio`` for every sample of ``table`` not yet in its audio cache; returns the summary.
 
     ``workers``: processes (0: ``cfg.workers``, and 0 there: one per core)."""
-    from extract.audio import AUDIO_FEATURES
+    from extract.audio import check_audio_name
     from extract.cache import shard_video_ids
 
     start = time.perf_counter()
-    AUDIO_FEATURES[cfg.audio]  # a one-line error listing the valid names
+    check_audio_name(cfg.audio)  # a one-line error listing the valid names
     meta = audio_meta(cfg.audio)
     out = cache_path(cfg.cache_dir, cfg.dataset, meta.backbone)
     parts = parts_dir_for(out)

@@ -114,8 +114,9 @@ class VideoFeatures:
 
 
 def audio_cache_name(extractor: str) -> str:
-    """The cache name (the ``backbone`` a cache records) of an audio extractor: ``audio-<extractor>``."""
-    return f"audio-{extractor}"
+    """The cache name (the ``backbone`` a cache records) of an audio extractor: ``audio-<extractor>``
+    (``file:runs/a1/model.keras``: ``audio-file-a1-model``, as :func:`cache_path` names a ``file:`` backbone)."""
+    return f"audio-{cache_path('', '', extractor).stem if extractor.startswith('file:') else extractor}"
 
 
 def cache_path(cache_dir: str | Path, dataset: str, backbone: str) -> Path:

@@ -40,7 +40,8 @@ class ExtractConfig(DataFields):
         backbone: BACKBONE: a ``BACKBONES`` name or ``file:<model.keras>``; ``none``: no visual features
             (with ``audio``: audio only).
         audio: AUDIO: also extract audio features, pooled per video frame, into ``audio-<name>.h5``
-            (``extract.audio``: ``logmel``, ``mfcc``, ``egemaps``); empty: none.
+            (``extract.audio``: ``logmel``, ``mfcc``, ``egemaps``, or ``file:<model.keras>``, a Keras
+            audio model on log-mel patches: ``extract.audio_model``); empty: none.
         weights: WEIGHTS: local weights file for the keras.applications backbones; without it they
             are randomly initialised.
         embedding_layer: the layer whose output is the embedding (``file:`` backbones); empty: the
@@ -189,9 +190,9 @@ def run_extract(cfg: ExtractConfig) -> dict:
     if cfg.backbone == NO_BACKBONE and not cfg.audio:
         raise ConfigError("BACKBONE=none extracts nothing: add AUDIO=logmel (or mfcc, egemaps) for audio only")
     if cfg.audio:
-        from extract.audio import AUDIO_FEATURES
+        from extract.audio import check_audio_name
 
-        AUDIO_FEATURES[cfg.audio]  # a wrong name fails before any video is read
+        check_audio_name(cfg.audio)  # a wrong name fails before any video is read
     if cfg.backbone != NO_BACKBONE:
         check_name(cfg.backbone)
     manifest = load_manifest(cfg.dataset)

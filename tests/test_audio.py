@@ -26,7 +26,7 @@ CLIPS = ("single_face.mp4", "no_face.mp4", "face_noface.mov", "noface_face.mov",
 
 
 def _pooled(source, edges, name="logmel"):
-    spec = AUDIO_FEATURES[name]
+    spec = audio.audio_spec(name)
     pool, rows = Pool(edges, spec.dim), Rows(spec)
     for start, block in iter_audio(source):
         pool.add(*rows.add(start, block))
@@ -224,3 +224,51 @@ def test_faces_and_audio_in_one_run_share_their_frame_numbers(tmp_path, capsys):
     for vid in faces.video_ids():
         np.testing.assert_array_equal(faces.read(vid).frame_index, sound.read(vid).frame_index)
         assert sound.read(vid).face_mask.all()  # the face-less clip still has its sound
+
+
+def _audio_cnn(path: Path, rows: int = 32, bands: int = audio.N_MELS) -> Path:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((rows, bands, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    out = keras.layers.Dense(8)(keras.layers.GlobalAveragePooling2D()(x))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keras.Model(inp, out).save(path)
+    return path
+
+
+def test_a_keras_audio_model_is_an_extractor(tmp_path, capsys):
+    from extract.audio_model import PATCH_HOP, model_spec
+
+    model = _audio_cnn(tmp_path / "audio_cnn" / "model.keras")
+    spec = model_spec(f"file:{model}")
+    assert spec.dim == 8 and spec.stride == PATCH_HOP * audio.HOP
+    path = MEDIA / "single_face.mp4"
+    # Streamed in many blocks, the patches are those of the whole signal at once.
+    _, samples = _samples(path)
+    whole, starts = spec.compute(np.concatenate([samples, np.zeros(spec.context, np.float32)]))
+    rows = Rows(spec)
+    got = [rows.add(0.0, samples[lo : lo + 7_000]) for lo in range(0, len(samples), 7_000)]
+    got = np.concatenate([r for r, _ in got] + [rows.finish()[0]])
+    np.testing.assert_allclose(got, whole[starts < len(samples) - len(samples) % spec.stride], atol=1e-5)
+    features, mask = _pooled(path, video_frame_edges(path), f"file:{model}")
+    assert features.shape == (72, 16) and mask.mean() > 0.9 and features[mask].std(axis=0).min() > 0
+
+
+def test_a_keras_audio_model_through_make_extract(tree, tmp_path, capsys):
+    model = _audio_cnn(tmp_path / "audio_cnn" / "model.keras")
+    cache = tmp_path / "cache"
+    for name in ("not_a_video", "truncated", "silent_film", "short_wav"):
+        (tree / "videos" / f"{name}.mp4").unlink()
+    shutil.rmtree(tree / "wav")
+    assert _main(tree, cache, "--audio", f"file:{model}") == 0
+    reader = CacheReader(cache_path(cache, "affwild2", "audio-file-audio_cnn-model"))
+    assert reader.meta.embedding_dim == 16 and len(reader.meta.weights_sha256) == 64
+    assert reader.meta.extra["patch_rows"] == 32 and reader.read("single_face").face_mask.mean() > 0.9
+    bad = _audio_cnn(tmp_path / "bad" / "model.keras", bands=40)
+    assert _main(tree, cache, "--audio", f"file:{bad}") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "(None, 32, 40, 1)" in err and "[batch, rows, 64, 1]" in err
+    assert _main(tree, cache, "--audio", f"file:{tmp_path / 'none.keras'}") == 2
+    assert "no such .keras file" in capsys.readouterr().err

@@ -111,10 +111,10 @@ class TrainConfig(DataFields, RunFields):
         if self.backbone != NO_BACKBONE:
             check_name(self.backbone)  # before the cache lookup, whose advice (make extract) would not help
         if self.audio:
-            from extract.audio import AUDIO_FEATURES
+            from extract.audio import check_audio_name
             from train.fusion import FUSIONS
 
-            AUDIO_FEATURES[self.audio]
+            check_audio_name(self.audio)
             FUSIONS[self.fusion]
         positive = {
             "seq_len": self.seq_len,
