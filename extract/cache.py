@@ -113,6 +113,13 @@ class VideoFeatures:
         return int(self.frame_index.shape[0])
 
 
+def open_h5(path, mode: str) -> h5py.File:
+    """``h5py.File`` without HDF5's own file lock: that ``flock`` is inherited by any process forked
+    while the file is open (a worker pool starting beside the audio thread), and then refuses the
+    next open of the file in this process. ``CacheLock`` keeps one run per cache instead."""
+    return h5py.File(path, mode, locking=False)
+
+
 def audio_cache_name(extractor: str) -> str:
     """The cache name (the ``backbone`` a cache records) of an audio extractor: ``audio-<extractor>``
     (``file:runs/a1/model.keras``: ``audio-file-a1-model``, as :func:`cache_path` names a ``file:`` backbone)."""
@@ -242,7 +249,7 @@ class ShardWriter:
         self.meta = meta
         self.final_path = self.parts_dir / _shard_name(video_id)
         self.tmp_path = self.final_path.with_suffix(".h5.partial")
-        self._file = h5py.File(self.tmp_path, "w")
+        self._file = open_h5(self.tmp_path, "w")
         self._file.attrs.update(meta.to_attrs())
         self.group = self._file.require_group("videos").create_group(video_id)
         self.group.attrs["complete"] = False
@@ -350,7 +357,7 @@ def shard_video_ids(parts_dir: str | Path) -> set[str]:
     out = set()
     for shard in finished_shards(parts_dir):
         try:
-            with h5py.File(shard, "r") as f:
+            with open_h5(shard, "r") as f:
                 out |= {v for v, g in f.get("videos", {}).items() if g.attrs.get("complete", False)}
         except OSError:
             continue  # unreadable: merge_shards reports it with its path
@@ -381,11 +388,11 @@ def merge_shards(path: str | Path, parts_dir: str | Path, meta: CacheMeta) -> li
     else:
         _write_empty(tmp, meta)
     merged = []
-    with h5py.File(tmp, "a") as out:
+    with open_h5(tmp, "a") as out:
         _check_meta(path, CacheMeta.from_attrs(out.attrs), meta)
         videos = out.require_group("videos")
         for shard in shards:
-            with h5py.File(shard, "r") as src:
+            with open_h5(shard, "r") as src:
                 _check_meta(shard, CacheMeta.from_attrs(src.attrs), meta)
                 for video_id, group in src["videos"].items():
                     if not group.attrs.get("complete", False):
@@ -405,7 +412,7 @@ def merge_shards(path: str | Path, parts_dir: str | Path, meta: CacheMeta) -> li
 def _write_empty(path: Path, meta: CacheMeta) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".new")
-    with h5py.File(tmp, "w") as f:
+    with open_h5(tmp, "w") as f:
         f.attrs.update(meta.to_attrs())
         f.create_group("videos")
     os.replace(tmp, path)
@@ -432,7 +439,7 @@ class CacheReader:
         if not h5py.is_hdf5(self.path):
             raise CacheError(f"{self.path}: not an HDF5 file; delete it and run `make extract` again")
         try:
-            with h5py.File(self.path, "r") as f:
+            with open_h5(self.path, "r") as f:
                 attrs = dict(f.attrs)
                 has_videos = "videos" in f
         except OSError as err:
@@ -446,7 +453,7 @@ class CacheReader:
         self.meta = CacheMeta.from_attrs(attrs)
 
     def _open(self) -> h5py.File:
-        return h5py.File(self.path, "r")
+        return open_h5(self.path, "r")
 
     def video_ids(self, complete_only: bool = True) -> list[str]:
         with self._open() as f:

@@ -35,7 +35,7 @@ import cv2
 import h5py
 import numpy as np
 
-from extract.cache import CacheError, CacheMeta, CacheReader, ShardWriter, ensure_space
+from extract.cache import CacheError, CacheMeta, CacheReader, ShardWriter, ensure_space, open_h5
 
 DEFAULT_CROP_SIZE = 112
 JPEG_QUALITY = 90
@@ -127,7 +127,7 @@ class CropStore:
 
     def _open(self) -> h5py.File:
         if self._file is None:
-            self._file = h5py.File(self.path, "r")
+            self._file = open_h5(self.path, "r")
         return self._file
 
     def video_ids(self) -> list[str]:

@@ -16,10 +16,9 @@ Example::
 
 from __future__ import annotations
 
-import h5py
 import numpy as np
 
-from extract.cache import CacheError
+from extract.cache import CacheError, open_h5
 
 # --max-ram-gb's default: a split of more float16 embeddings than this streams from the cache.
 DEFAULT_MAX_RAM_GB = 8.0
@@ -43,7 +42,7 @@ class CachedEmbeddings:
 
     def _embeddings(self, sample: int):
         if self._file is None:
-            self._file = h5py.File(self.path, "r")
+            self._file = open_h5(self.path, "r")
         return self._file["videos"][self.sample_ids[sample]]["embeddings"]
 
     def _read(self, sample: int, lo: int, hi: int) -> np.ndarray:
