@@ -154,15 +154,17 @@ def join_audio(reader: CacheReader, ids: list[str], frames: list[np.ndarray]) ->
     dim, have = reader.meta.embedding_dim, set(reader.video_ids())
     xs, hs, missing = [], [], []
     for sample_id, wanted in zip(ids, frames):
-        x, heard = np.zeros((len(wanted), dim), np.float16), np.zeros(len(wanted), bool)
-        rows = reader.read(sample_id) if sample_id in have else None
-        if rows is None:
+        if sample_id not in have:
             missing.append(sample_id)
-        elif len(rows.frame_index):
-            pos = np.minimum(np.searchsorted(rows.frame_index, wanted), len(rows.frame_index) - 1)
-            hit = rows.frame_index[pos] == wanted
-            x[hit], heard[hit] = rows.embeddings[pos[hit]], rows.face_mask[pos[hit]]
-        xs.append(x)
+            xs.append(np.zeros((len(wanted), dim), np.float16))
+            hs.append(np.zeros(len(wanted), bool))
+            continue
+        rows = reader.read(sample_id)
+        # The audio rows are joined like labels: by frame number (float16 -> float32 -> float16 is exact).
+        x, heard, _ = join_by_frame(
+            wanted, rows.frame_index, rows.embeddings, rows.face_mask, 0.0, f"{reader.path}:{sample_id}"
+        )
+        xs.append(x.astype(np.float16))
         hs.append(heard)
     if missing:
         log.warning(
