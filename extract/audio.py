@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import sys
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,7 @@ class AudioSpec:
     stride: int = HOP  # samples between row starts
     offset: float = 0.0  # seconds from a row's start to the moment it describes (a patch's centre)
     extra: tuple = ()  # (key, value) pairs for the cache's attributes (a model's checksum)
+    in_worker: bool = True  # runs in a video worker's decode pass (which never imports Keras)
 
 
 def _mel(block: np.ndarray) -> np.ndarray:
@@ -95,7 +97,7 @@ def egemaps(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             "AUDIO=egemaps needs openSMILE (research-only licence, so optional): "
             "install it with `.venv/bin/pip install -r requirements-audio.txt`, or use AUDIO=logmel"
         ) from None
-    if "tensorflow" in sys.modules:
+    if sys.modules.get("tensorflow") is not None:  # a video worker blocks it: None there
         # openSMILE's library corrupts the heap of a process that has loaded TensorFlow (malloc abort).
         raise ConfigError(
             "AUDIO=egemaps cannot run in a process that has loaded TensorFlow (openSMILE aborts there): "
@@ -147,6 +149,11 @@ def audio_spec(name: str) -> AudioSpec:
     return AUDIO_FEATURES[name]
 
 
+def in_worker(name: str) -> bool:
+    """Whether ``name`` runs in a video worker's decode pass (a ``file:`` model needs Keras: no)."""
+    return not name.startswith(FILE_PREFIX) and AUDIO_FEATURES[name].in_worker
+
+
 class Rows:
     """Blocks of samples in, feature rows out, each with its start time in seconds."""
 
@@ -187,32 +194,89 @@ class Rows:
         return np.zeros((0, self.spec.dim), np.float32), np.zeros(0)
 
 
-class Pool:
-    """Mean and std of the rows whose start falls in each frame's [edges[t], edges[t + 1])."""
+class FramePool:
+    """Mean and std of the rows whose time falls in each frame's [start, next start), streamed.
 
-    def __init__(self, edges: np.ndarray, dim: int):
-        self.edges = np.asarray(edges, np.float64)
-        n = len(self.edges) - 1
-        self.sum = np.zeros((n, dim))
-        self.sq = np.zeros((n, dim))
-        self.count = np.zeros(n, np.int64)
+    Frame start times (:meth:`frames`) and rows (:meth:`add`) come in, each in time order, from one
+    pass over a file; :meth:`take` hands out the frames no later row can fall in. Only the rows and
+    frames between the two streams are held, so memory stays flat on a recording of hours.
+    """
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.starts = array("d")  # every frame's start: the last frame lasts their median step
+        self.out = 0  # frames already handed out
+        self.end: float | None = None  # the last frame's end, once every frame is in
+        self.heard = -np.inf  # the latest row's time
+        self.heard_all = False
+        self.rows: list[np.ndarray] = []
+        self.times: list[np.ndarray] = []
+
+    def frames(self, starts) -> None:
+        self.starts.extend(starts)
 
     def add(self, rows: np.ndarray, times: np.ndarray) -> None:
-        if not len(rows):
-            return
-        frame = np.searchsorted(self.edges, times, side="right") - 1
-        inside = (frame >= 0) & (frame < len(self.count))
-        frame, rows = frame[inside], rows[inside].astype(np.float64)
-        np.add.at(self.sum, frame, rows)
-        np.add.at(self.sq, frame, rows**2)
-        np.add.at(self.count, frame, 1)
+        if len(rows):
+            self.rows.append(rows)
+            self.times.append(np.asarray(times, np.float64))
+            self.heard = float(times[-1])
+
+    def frames_done(self, end: float | None = None) -> None:
+        """Every frame is in: the last one ends at ``end``, or one median frame step after its start."""
+        n = len(self.starts)
+        if end is None:
+            step = float(np.median(np.diff(self.starts))) if n > 1 else 1 / 30
+            end = self.starts[-1] + step if n else 0.0
+        self.end = end
+
+    def audio_done(self) -> None:
+        self.heard_all = True
+
+    def take(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """(0-based index of the first frame, [n, 2 * dim] mean then std as float32, zeros where no row;
+        the mask of frames with audio; rows per frame) of the frames final now (n may be 0)."""
+        edges = np.asarray(self.starts[self.out :], np.float64)
+        if self.end is not None:
+            edges = np.append(edges, self.end)
+        ends = edges[1:]
+        n = len(ends) if self.heard_all else int(np.searchsorted(ends, self.heard, side="right"))
+        first, total, sq, count = self.out, np.zeros((n, self.dim)), np.zeros((n, self.dim)), np.zeros(n, np.int64)
+        if self.rows and n:
+            rows, times = np.concatenate(self.rows), np.concatenate(self.times)
+            frame = np.searchsorted(edges[: n + 1], times, side="right") - 1
+            inside = (frame >= 0) & (frame < n)
+            rows64 = rows[inside].astype(np.float64)
+            np.add.at(total, frame[inside], rows64)
+            np.add.at(sq, frame[inside], rows64**2)
+            np.add.at(count, frame[inside], 1)
+            later = times >= edges[n] if n < len(ends) or self.end is None else np.zeros(len(times), bool)
+            self.rows, self.times = ([rows[later]], [times[later]]) if later.any() else ([], [])
+        self.out += n
+        mean = total / np.maximum(count, 1)[:, None]
+        std = np.sqrt(np.maximum(sq / np.maximum(count, 1)[:, None] - mean**2, 0.0))
+        return first, np.concatenate([mean, std], axis=1).astype(np.float32), count > 0, count
+
+
+class Pool:
+    """A :class:`FramePool` over frame edges known up front, its frames gathered in memory (one clip)."""
+
+    def __init__(self, edges: np.ndarray, dim: int):
+        self.stream = FramePool(dim)
+        self.stream.frames(np.asarray(edges, np.float64)[:-1])
+        self.stream.frames_done(float(edges[-1]))
+        self.parts: list[tuple] = []
+
+    def add(self, rows: np.ndarray, times: np.ndarray) -> None:
+        self.stream.add(rows, times)
+        self.parts.append(self.stream.take())
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """([frames, 2 * dim] mean then std, float32; zeros where no row), the mask of frames with audio."""
-        n = np.maximum(self.count, 1)[:, None]
-        mean = self.sum / n
-        std = np.sqrt(np.maximum(self.sq / n - mean**2, 0.0))
-        return np.concatenate([mean, std], axis=1).astype(np.float32), self.count > 0
+        """([frames, 2 * dim] mean then std, float32; zeros where no row), the mask of frames with audio;
+        ``count``: the rows of each frame."""
+        self.stream.audio_done()
+        self.parts.append(self.stream.take())
+        self.count = np.concatenate([p[3] for p in self.parts])
+        return np.concatenate([p[1] for p in self.parts]), np.concatenate([p[2] for p in self.parts])
 
 
 def video_frame_edges(path: str | Path) -> np.ndarray:
@@ -245,9 +309,35 @@ def frame_edges(n_frames: int, fps: float) -> np.ndarray:
     return np.arange(n_frames + 1) / float(fps)
 
 
+class AudioDecoder:
+    """One audio stream's frames in, (start time in seconds, float32 16 kHz mono samples) blocks out:
+    FFmpeg's resampler through PyAV; the first sample of the first block plays at that time."""
+
+    def __init__(self):
+        import av
+
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self.start: float | None = None
+
+    def blocks(self, frames) -> Iterator[tuple[float, np.ndarray]]:
+        for frame in frames:
+            if self.start is None:
+                self.start = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+            for out in self.resampler.resample(frame):
+                yield self.start, out.to_ndarray().reshape(-1)
+
+    def flush(self) -> Iterator[tuple[float, np.ndarray]]:
+        for out in self.resampler.resample(None):
+            yield self.start or 0.0, out.to_ndarray().reshape(-1)
+
+
+def decode_error(path, err) -> SourceError:
+    return SourceError(f"{path}: its audio stream cannot be decoded ({err}); check or re-encode the file")
+
+
 def iter_audio(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
     """(the stream's start time in seconds, float32 16 kHz mono samples) blocks of the first audio stream,
-    in order: the first sample of the first block plays at that time.
+    in order (:class:`AudioDecoder`).
 
     Yields nothing when the file has no audio stream. A stream that cannot be decoded raises
     ``SourceError`` naming the file.
@@ -263,21 +353,12 @@ def iter_audio(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
     with container:
         if not container.streams.audio:
             return
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        start = None
+        decoder = AudioDecoder()
         try:
-            for frame in container.decode(stream):
-                if start is None:
-                    start = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
-                for out in resampler.resample(frame):
-                    yield start, out.to_ndarray().reshape(-1)
-            for out in resampler.resample(None):
-                yield start or 0.0, out.to_ndarray().reshape(-1)
+            yield from decoder.blocks(container.decode(container.streams.audio[0]))
+            yield from decoder.flush()
         except av.error.FFmpegError as err:
-            raise SourceError(
-                f"{path}: its audio stream cannot be decoded ({err}); check or re-encode the file"
-            ) from None
+            raise decode_error(path, err) from None
 
 
 def _why(err) -> str:

@@ -89,4 +89,5 @@ def model_spec(name: str) -> audio.AudioSpec:
         stride=PATCH_HOP * audio.HOP,
         offset=((rows - 1) * audio.HOP + audio.WINDOW) / 2 / audio.SAMPLE_RATE,  # the patch's centre
         extra=(("weights_sha256", sha), ("patch_rows", rows), ("patch_hop", PATCH_HOP)),
+        in_worker=False,  # Keras: the run's own audio process, not a video worker
     )

@@ -103,9 +103,11 @@ class JobLoop:
         backbone: embeds a batch of crops. meta: the cache attributes each shard gets.
         parts: the shard folder. summary: the run summary (frames, faces, done, failed, ...).
         crops: where SAVE_CROPS writes (``extract.pool.CropFiles``), or None.
+        audio: the run's ``extract.audio_run.AudioRun``, told what became of the audio the jobs
+            extracted in their decode pass; or None.
     """
 
-    def __init__(self, pool, jobs: list[Job], cfg, backbone, meta, parts, summary: dict, crops=None):
+    def __init__(self, pool, jobs: list[Job], cfg, backbone, meta, parts, summary: dict, crops=None, audio=None):
         self.started = time.perf_counter()
         self.pool, self.cfg, self.meta, self.parts, self.summary, self.crops = pool, cfg, meta, parts, summary, crops
         estimate = {job.job_id: estimate_frames(job) for job in jobs}  # opens each video once
@@ -117,6 +119,7 @@ class JobLoop:
         self.writers: dict[str, VideoWriter] = {}
         self.crop_writers: dict = {}
         self.batcher = Batcher(backbone, cfg.batch)
+        self.audio = audio
         self.bar = None
 
     def run(self, settings: FaceSettings, submitted: bool = False) -> None:
@@ -184,6 +187,8 @@ class JobLoop:
 
     def on_done(self, msg: JobDone) -> None:
         self.finished.add(msg.job_id)
+        if msg.audio is not None:
+            self.audio.record(self.by_id[msg.job_id].path, msg.audio)
         self.summary["detected_frames"] += msg.detected
         if msg.tiny:
             path = self.by_id[msg.job_id].path
@@ -210,12 +215,19 @@ class JobLoop:
         self.open_jobs.discard(msg.job_id)
         self.summary["failed"].append({"path": self.by_id[msg.job_id].path, "reason": msg.reason})
         log.error("failed: %s", msg.reason)
+        self.audio_lost(self.by_id[msg.job_id], msg.reason)
+
+    def audio_lost(self, job: Job, reason: str) -> None:
+        """The audio a failed job was extracting in its pass fails with it (a rerun does both again)."""
+        if job.audio is not None:
+            self.audio.record(job.path, {"error": reason, "source": job.path})
 
     def on_dead_pool(self) -> None:
         for job_id in list(self.open_jobs):
             if job_id not in self.finished:
                 self.open_jobs.discard(job_id)
                 self.summary["failed"].append({"path": self.by_id[job_id].path, "reason": "worker process died"})
+                self.audio_lost(self.by_id[job_id], f"{self.by_id[job_id].path}: worker process died")
 
     def embed(self, idle: bool) -> None:
         """Runs a batch when one is full (or, ``idle``, whatever is waiting) and writes what is ready."""

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from core.config import DEFAULT_BACKBONE, NO_BACKBONE, DataFields
@@ -208,12 +207,14 @@ def run_extract(cfg: ExtractConfig) -> dict:
         )
     if not cfg.audio:
         return extract_table(cfg, table, mode, start)
-    # The audio runs beside the faces, in its own process (one is enough: logmel runs at about 500x
-    # real time per core, docs/benchmarks.md), so that it does not add to the run's time.
-    with ThreadPoolExecutor(1) as side:
-        audio = side.submit(_audio, cfg, table, manifest, 1)
-        summary = extract_table(cfg, table, mode, start)
-        summary["audio"] = audio.result()
+    from extract.audio_run import AudioRun
+
+    # Video workers extract the audio of the videos they decode, in the same pass; the other
+    # recordings (WAV files, frames mode) go to one process beside them (logmel runs at about 500x
+    # real time per core, docs/benchmarks.md), so that audio does not add to the run's time.
+    with AudioRun(cfg, table, manifest.options.get("fps"), workers=1) as audio:
+        summary = extract_table(cfg, table, mode, start, audio=audio)
+    summary["audio"] = audio.summary
     summary["seconds_with_audio"] = round(time.perf_counter() - start, 2)
     return summary
 
@@ -224,13 +225,15 @@ def _audio(cfg: ExtractConfig, table, manifest, workers: int = 0) -> dict:
     return run_audio(cfg, table, fps=manifest.options.get("fps"), workers=workers)
 
 
-def extract_table(cfg: ExtractConfig, table, mode: str, start: float | None = None) -> dict:
+def extract_table(cfg: ExtractConfig, table, mode: str, start: float | None = None, audio=None) -> dict:
     """Extracts the samples of ``table`` (``data_manifests.schema.COLUMNS``) into
     ``<cache_dir>/<dataset>/<backbone>.h5``: ``run_extract`` for a dataset, ``make analyze`` for
     videos of none (``evaluate.analyze``). Returns the run summary.
 
     For a registry backbone the jobs go to the workers before the backbone loads (its crop size is
-    in the registry), so decoding and detection start while the backend imports.
+    in the registry), so decoding and detection start while the backend imports. ``audio``: the
+    run's ``extract.audio_run.AudioRun``; the local engine's workers extract the audio of the videos
+    they decode (``AudioRun.attach``), the rest runs beside them.
     """
     from extract.backbones import BACKBONES
 
@@ -239,6 +242,10 @@ def extract_table(cfg: ExtractConfig, table, mode: str, start: float | None = No
     out = cache_path(cfg.cache_dir, cfg.dataset, cfg.backbone)
     with CacheLock(out):
         plan = plan_extraction(cfg, table, mode, out)
+        if audio is not None:
+            if cfg.engine == "local":
+                plan.jobs = audio.attach(plan.jobs)
+            audio.start()
         complete = complete_cache(cfg, table, mode, plan)
         if complete is not None:
             return {**complete, "seconds": round(time.perf_counter() - start, 2)}
@@ -246,13 +253,13 @@ def extract_table(cfg: ExtractConfig, table, mode: str, start: float | None = No
             from extract.ray_engine import require_ray
 
             require_ray()
-            return _extract(cfg, None, _load(cfg), table, mode, start, plan, None)
+            return _extract(cfg, None, _load(cfg), table, mode, start, plan, None, audio)
         with WorkerPool(cfg.workers or os.cpu_count() or 1, warm_up_detector=mode == "video") as pool:
             spec = BACKBONES.get(cfg.backbone)
             early = face_settings(cfg, spec.input_size) if spec is not None and plan.jobs else None
             if early is not None:
                 pool.submit(early, plan.jobs, cfg.transport)
-            return _extract(cfg, pool, _load(cfg), table, mode, start, plan, early)
+            return _extract(cfg, pool, _load(cfg), table, mode, start, plan, early, audio)
 
 
 def _load(cfg: ExtractConfig):
@@ -263,7 +270,7 @@ def _load(cfg: ExtractConfig):
     )
 
 
-def _extract(cfg, pool: "WorkerPool | None", backbone, table, mode: str, start: float, plan: Plan, early) -> dict:
+def _extract(cfg, pool: "WorkerPool | None", backbone, table, mode: str, start: float, plan: Plan, early, audio):
     backbone.batch_size = cfg.batch
     settings = face_settings(cfg, backbone.input_size)
     if early is not None and early != settings:
@@ -288,7 +295,8 @@ def _extract(cfg, pool: "WorkerPool | None", backbone, table, mode: str, start: 
 
         run_on_ray(cfg, jobs, settings, meta, parts, summary)
     elif jobs:
-        JobLoop(pool, jobs, cfg, backbone, meta, parts, summary, crops).run(settings, submitted=early is not None)
+        loop = JobLoop(pool, jobs, cfg, backbone, meta, parts, summary, crops, audio)
+        loop.run(settings, submitted=early is not None)
     if crops:
         crops.merge()
     merge_shards(out, parts, meta)

@@ -1,9 +1,9 @@
-"""Frame sources: raw videos decoded with OpenCV, and pre-cropped frame folders.
+"""Frame sources: raw videos decoded with PyAV (FFmpeg), and pre-cropped frame folders.
 
 Both are generators that hold one frame at a time, so no process ever has a whole video in
 memory. Frame numbers are 1-based everywhere, as in the Aff-Wild2 annotation files and the cache.
 
-* :func:`iter_video` yields every frame the OpenCV (FFmpeg) decoder returns. T is the number of
+* :func:`iter_video` yields every frame the FFmpeg decoder returns (the frames OpenCV returns). T is the number of
   decoded frames, not the container's header count: ``no_face.mp4`` announces 98 frames and
   decodes 95. A truncated file whose index (``moov`` atom) sits before the media data opens and
   decodes up to the cut; one whose index sat in the lost half cannot be opened
@@ -28,7 +28,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import cv2
 import numpy as np
@@ -56,7 +56,13 @@ class VideoInfo:
     height: int
 
 
-def _open(path: str | Path, threads: int) -> cv2.VideoCapture:
+CANNOT_OPEN = (
+    "cannot be opened as a video (not a video, or truncated before its index); "
+    "check the file with ffprobe and download it again"
+)
+
+
+def _check_file(path: str | Path) -> None:
     path = Path(path)
     if not path.exists():
         raise SourceError(f"{path}: no such file; check the manifest's media path or DATA_ROOT")
@@ -64,14 +70,15 @@ def _open(path: str | Path, threads: int) -> cv2.VideoCapture:
         raise SourceError(f"{path}: not a file; point the manifest at a video file")
     if path.stat().st_size == 0:
         raise SourceError(f"{path}: empty file (0 bytes); download or copy the video again")
+
+
+def _open(path: str | Path, threads: int) -> cv2.VideoCapture:
+    _check_file(path)
     params = [cv2.CAP_PROP_N_THREADS, threads] if threads > 0 else []
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     if not capture.isOpened():
         capture.release()
-        raise SourceError(
-            f"{path}: OpenCV cannot open it as a video (not a video, or truncated before its index); "
-            "check the file with ffprobe and download it again"
-        )
+        raise SourceError(f"{path}: {CANNOT_OPEN}")
     return capture
 
 
@@ -105,15 +112,20 @@ def probe_video(path: str | Path) -> VideoInfo:
         capture.release()
 
 
-def iter_video(path: str | Path, threads: int = 1) -> Iterator[tuple[int, np.ndarray]]:
-    """Decodes a video one frame at a time.
+def iter_video(path: str | Path, threads: int = 1, audio: AudioSink | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Decodes a video one frame at a time (PyAV: FFmpeg's decoders, the frames OpenCV returns).
 
-    The file is opened (and checked) on the first ``next()``, as for any generator.
+    The file is opened (and checked) on the first ``next()``, as for any generator. The frames are
+    OpenCV's, byte for byte (tests/test_sources.py): BT.601 colour conversion and the container's
+    rotation applied, so caches made before PyAV decoded them stay valid.
 
     Args:
         path: the video file.
         threads: FFmpeg decoder threads. 1 (the default) suits one decoding worker per core;
-            0 lets OpenCV choose.
+            0 lets FFmpeg choose.
+        audio: an :class:`AudioSink` that gets the audio stream's packets and every frame's time
+            from this same pass, so that a video read for its faces is not read again for its sound
+            (``extract.audio_pass``); None: the audio packets are not even read.
 
     Yields:
         ``(frame_index, rgb)``: 1-based frame number and an RGB ``uint8`` array ``[H, W, 3]``,
@@ -127,18 +139,86 @@ def iter_video(path: str | Path, threads: int = 1) -> Iterator[tuple[int, np.nda
     >>> sum(1 for _ in iter_video("tests/media/no_face.mp4"))
     95
     """
-    capture = _open(path, threads)
-    decoded = 0
+    import av
+
+    _check_file(path)
     try:
-        frames_header = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        while True:
-            ok, bgr = capture.read()
-            if not ok:
-                break
+        container = av.open(str(path))
+    except av.error.FFmpegError:
+        raise SourceError(f"{path}: {CANNOT_OPEN}") from None
+    decoded = 0
+    with container:
+        if not container.streams.video:
+            raise SourceError(f"{path}: no video stream (audio only?); point the manifest at a video file")
+        stream = container.streams.video[0]
+        frames_header = stream.frames
+        stream.thread_type = "AUTO" if threads != 1 else "NONE"
+        if threads > 1:
+            stream.codec_context.thread_count = threads
+        sound = container.streams.audio[0] if audio is not None and container.streams.audio else None
+        if audio is not None:
+            audio.open(sound)
+        to_rgb = _Rgb()
+        for frame in _decoded(path, container, stream, sound, audio):
             decoded += 1
-            yield decoded, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    finally:
-        capture.release()
+            if audio is not None:
+                audio.frame_at(float(frame.pts * frame.time_base) if frame.pts is not None else None)
+            yield decoded, to_rgb(frame)
+    _check_count(path, decoded, frames_header)
+
+
+class AudioSink(Protocol):
+    """What :func:`iter_video` feeds from its pass: the audio stream (None: the file has none), its
+    packets in file order, and each decoded video frame's start time in seconds."""
+
+    def open(self, stream) -> None: ...
+
+    def packet(self, packet) -> None: ...
+
+    def frame_at(self, seconds: float | None) -> None: ...
+
+
+def _decoded(path, container, stream, sound, audio):
+    """The video frames of one demux pass; audio packets go to ``audio`` on the way.
+
+    A packet the decoder refuses (a cut file's last one, a damaged one) is skipped, as OpenCV does,
+    and the frames the decoder still holds come out at the end.
+    """
+    import av
+
+    try:
+        for packet in container.demux(*([stream, sound] if sound is not None else [stream])):
+            if packet.stream is sound:
+                audio.packet(packet)
+                continue
+            try:
+                yield from packet.decode()
+            except av.error.InvalidDataError:
+                log.debug("%s: a video packet at %s does not decode; skipped", path, packet.pts)
+    except av.error.FFmpegError as err:
+        log.warning("%s: reading stopped at a damaged part (%s); every frame before it is kept", path, err)
+
+
+class _Rgb:
+    """A decoded frame as OpenCV returns it: BT.601 colours whatever the stream says, turned upright.
+
+    One converter per video: ``VideoFrame.reformat`` builds a new one per call, 3x slower."""
+
+    def __init__(self):
+        from av.video.reformatter import VideoReformatter
+
+        self.reformatter = VideoReformatter()
+
+    def __call__(self, frame) -> np.ndarray:
+        # Same size in and out: the interpolation changes no pixel, and the fast one is the cheapest.
+        rgb = self.reformatter.reformat(
+            frame, format="rgb24", src_colorspace="ITU601", interpolation="FAST_BILINEAR"
+        ).to_ndarray()
+        turns = round((frame.rotation or 0) / 90) % 4
+        return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def _check_count(path, decoded: int, frames_header: int) -> None:
     if decoded == 0:
         raise SourceError(
             f"{path}: the decoder returned no frame (corrupt or zero-length stream); "

@@ -39,6 +39,7 @@ class Job:
     path: str
     subjects: tuple[Subject, ...]
     n_frames: int = 0  # frames mode: the labelled frame count, so trailing face-less frames keep rows
+    audio: object = None  # video mode: an ``extract.audio_pass.AudioTask``, the audio of this same decode pass
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class JobDone:
     detected: int = 0  # frames the face detector ran on (fewer than ``frames`` with keyframes)
     first_frame_at: float = 0.0  # time.time() when the job's first frame was decoded (start-up figures)
     tiny: tuple[int, ...] = ()  # frames whose face (crop or box) was under MIN_FACE_SIDE pixels: kept face-less
+    audio: dict | None = None  # the job's audio (``AudioPass.finish``): counts, or {"error": ...}
 
 
 # A face crop or box narrower than this has no face in it a backbone could read (a 1x1 "crop" upscaled
@@ -144,11 +146,12 @@ class JobStats:
     detected: int = 0
     first: float = 0.0
     tiny: list = field(default_factory=list)
+    audio: dict | None = None
 
     def message(self, job: Job) -> "JobDone | JobFailed":
         if self.frames == 0:
             return JobFailed(job.job_id, f"{job.path}: no frames; check the file or folder")
-        return JobDone(job.job_id, self.frames, self.detected, self.first, tuple(self.tiny))
+        return JobDone(job.job_id, self.frames, self.detected, self.first, tuple(self.tiny), self.audio)
 
 
 def job_rows(job: Job, settings: FaceSettings, detector, stats: JobStats) -> Iterator[Rows]:
@@ -186,36 +189,56 @@ def _run_frames(job: Job, settings: FaceSettings, stats: JobStats) -> Iterator[R
 
 
 def _run_video(job: Job, settings: FaceSettings, detector, stats: JobStats) -> Iterator[Rows]:
-    from extract.backbones import to_model_input
-    from extract.faces import SubjectTracker
     from extract.keyframes import KeyframeDetector
     from extract.sources import iter_video
 
     if settings.detect_every > 1:
         detector = KeyframeDetector(detector, settings.detect_every)  # one per video: its first frame is a keyframe
-    trackers = [SubjectTracker(side=s.side) for s in job.subjects]
-    buffers = [_Buffer(s.sample_id) for s in job.subjects]
-    for frame_index, frame in iter_video(job.path):
-        stats.first = stats.first or time.time()
-        detections = detector.detect(frame)
-        for tracker, buf in zip(trackers, buffers):
-            det = tracker.update(detections, frame.shape[1])
-            if det is not None and min(det.box[2] - det.box[0], det.box[3] - det.box[1]) < MIN_FACE_SIDE:
-                stats.tiny.append(frame_index)
-                det = None
-            if det is None:
-                buf.add(frame_index, None, None, 0.0)
-                continue
-            crop, jpeg = _cut(frame, det, settings)
-            buf.add(frame_index, to_model_input(crop, settings.input_size), det.box, float(det.score), jpeg)
-        stats.frames += 1
-        if len(buffers[0].index) >= settings.chunk:
-            for buf in buffers:
-                yield buf.take(job.job_id, settings.input_size)
-    for buf in buffers:
-        if buf.index:
-            yield buf.take(job.job_id, settings.input_size)
+    sound = None
+    if job.audio is not None:
+        from extract.audio_pass import AudioPass
+
+        sound = AudioPass(job.audio, job.path)  # the audio of this same pass: the video is decoded once
+    trackers = [_Subject(s, job.job_id, settings) for s in job.subjects]
+    try:
+        for frame_index, frame in iter_video(job.path, audio=sound):
+            stats.first = stats.first or time.time()
+            detections = detector.detect(frame)
+            for subject in trackers:
+                subject.add(frame_index, frame, detections, stats)
+            stats.frames += 1
+            if len(trackers[0].buf.index) >= settings.chunk:
+                yield from (subject.take() for subject in trackers)
+        yield from (subject.take() for subject in trackers if subject.buf.index)
+    finally:
+        if sound is not None and stats.audio is None:
+            stats.audio = sound.finish() if stats.frames and sys.exc_info()[0] is None else sound.abort()
     stats.detected = detector.stats["detected"] if settings.detect_every > 1 else stats.frames
+
+
+class _Subject:
+    """One subject of a video job: its tracker and the buffer of its rows not yet sent."""
+
+    def __init__(self, subject: Subject, job_id: int, settings: FaceSettings):
+        from extract.backbones import to_model_input
+        from extract.faces import SubjectTracker
+
+        self.tracker, self.buf = SubjectTracker(side=subject.side), _Buffer(subject.sample_id)
+        self.job_id, self.settings, self.to_model_input = job_id, settings, to_model_input
+
+    def add(self, frame_index: int, frame: np.ndarray, detections, stats: JobStats) -> None:
+        det = self.tracker.update(detections, frame.shape[1])
+        if det is not None and min(det.box[2] - det.box[0], det.box[3] - det.box[1]) < MIN_FACE_SIDE:
+            stats.tiny.append(frame_index)
+            det = None
+        if det is None:
+            self.buf.add(frame_index, None, None, 0.0)
+            return
+        crop, jpeg = _cut(frame, det, self.settings)
+        self.buf.add(frame_index, self.to_model_input(crop, self.settings.input_size), det.box, float(det.score), jpeg)
+
+    def take(self) -> Rows:
+        return self.buf.take(self.job_id, self.settings.input_size)
 
 
 def _cut(frame, det, settings: FaceSettings):

@@ -103,7 +103,7 @@ def test_unreadable_files_are_one_line_each_and_the_others_go_on(clips):
     assert len(result["problems"]) == 2
     by_file = {Path(p.split(":")[0]).name: p for p in result["problems"]}
     assert set(by_file) == {"notes.txt", "cut.mp4"}
-    assert all("\n" not in p and "cannot open it as a video" in p for p in by_file.values())
+    assert all("\n" not in p and "cannot be opened as a video" in p for p in by_file.values())
 
 
 def test_face_rows_match_the_cache_a_dataset_extraction_writes(trained, tmp_path):

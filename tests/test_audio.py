@@ -272,3 +272,29 @@ def test_a_keras_audio_model_through_make_extract(tree, tmp_path, capsys):
     assert "(None, 32, 40, 1)" in err and "[batch, rows, 64, 1]" in err
     assert _main(tree, cache, "--audio", f"file:{tmp_path / 'none.keras'}") == 2
     assert "no such .keras file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_with_the_faces_each_video_is_decoded_once_into_the_same_audio_cache(tree, tmp_path, capsys):
+    # The audio alone (each file read by the audio process) against the audio of the face workers'
+    # own decode pass: the same rows, frame for frame; the WAV files still go to the audio process.
+    alone, both = tmp_path / "alone", tmp_path / "both"
+    assert _main(tree, alone) == 1
+    assert _main(tree, both, "--backbone", "fer", "--input", "video") == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("failed: ")]
+    # Each broken file fails once in the first run, and for both caches in the second.
+    assert sorted(Path(line.split(": ")[1]).name for line in err) == ["not_a_video.mp4"] * 3 + ["truncated.mp4"] * 3
+    summary = json.loads(summary_path(cache_path(both, "affwild2", "audio-logmel")).read_text())
+    assert summary["decoded_with_video"] == 2  # single_face, silent_film: the two without a WAV of their own
+    assert summary["done"] == 4 and any("silent_film.mp4: no audio stream" in w for w in summary["warnings"])
+    ours, theirs = (
+        CacheReader(cache_path(both, "affwild2", "audio-logmel")),
+        CacheReader(cache_path(alone, "affwild2", "audio-logmel")),
+    )
+    faces = CacheReader(cache_path(both, "affwild2", "fer"))
+    assert ours.video_ids() == theirs.video_ids() == faces.video_ids()
+    for vid in ours.video_ids():
+        a, b = ours.read(vid), theirs.read(vid)
+        for field in ("embeddings", "frame_index", "face_mask", "score"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=f"{vid} {field}")
+        np.testing.assert_array_equal(faces.read(vid).frame_index, a.frame_index)
