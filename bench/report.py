@@ -227,6 +227,7 @@ TABLE = (
     ("audio, egemaps", "audio_egemaps_x_per_core", "x real time, one process"),
     ("stage one, visual", "stage_one_visual_fps", "frames/s (whole call)"),
     ("stage one, visual + AUDIO=logmel", "stage_one_audio_visual_fps", "frames/s (whole call)"),
+    ("stage one, its input", "stage_one_audio_frames", "frames (4x the end-to-end copies)"),
 )
 
 

@@ -59,12 +59,20 @@ class AudioSpec:
     in_worker: bool = True  # runs in a video worker's decode pass (which never imports Keras)
 
 
-def _mel(block: np.ndarray) -> np.ndarray:
-    import librosa
+_MEL_BASIS = {}
 
-    return librosa.feature.melspectrogram(
-        y=block, sr=SAMPLE_RATE, n_fft=WINDOW, hop_length=HOP, win_length=WINDOW, n_mels=N_MELS, center=False
-    )
+
+def _mel(block: np.ndarray) -> np.ndarray:
+    """``librosa.feature.melspectrogram(center=False)``, value for value (tests/test_audio.py), from the
+    two librosa functions it composes: importing ``librosa.feature`` pulls in scipy.stats and the
+    pitch trackers, 2.2 s in every video worker that extracts audio; these two take 1.0 s."""
+    from librosa import filters
+    from librosa.core.spectrum import stft
+
+    if "mel" not in _MEL_BASIS:
+        _MEL_BASIS["mel"] = filters.mel(sr=SAMPLE_RATE, n_fft=WINDOW, n_mels=N_MELS)
+    power = np.abs(stft(block, n_fft=WINDOW, hop_length=HOP, win_length=WINDOW, center=False)) ** 2
+    return np.einsum("...ft,mf->...mt", power, _MEL_BASIS["mel"], optimize=True)
 
 
 def _starts(n_rows: int) -> np.ndarray:
@@ -147,6 +155,18 @@ def audio_spec(name: str) -> AudioSpec:
 
         return model_spec(name)
     return AUDIO_FEATURES[name]
+
+
+def warm_up(name: str) -> None:
+    """Pays an extractor's imports and first call (librosa: about 1.3 s) before the first recording,
+    while the run's main process loads its backbone; a ``file:`` model or a failing extractor is left
+    to the first recording, whose error names it."""
+    if not in_worker(name):
+        return
+    try:
+        AUDIO_FEATURES[name].compute(np.zeros(SAMPLE_RATE // 5, np.float32))
+    except ValueError:  # e.g. openSMILE missing: the job says so, with the file's name
+        return
 
 
 def in_worker(name: str) -> bool:

@@ -266,7 +266,7 @@ def make_detector(settings: FaceSettings):
     return FaceDetector(model=settings.detector, min_score=settings.min_score)
 
 
-def worker_main(jobs, results, warm_up_detector: bool, worker: int = 0, free=None) -> None:
+def worker_main(jobs, results, warm_up_detector: bool, worker: int = 0, free=None, warm_up_audio: str = "") -> None:
     """Process entry point: runs ``(FaceSettings, Job)`` pairs until it reads ``None``.
 
     Workers start before the main process has loaded the backbone (which fixes the crop size), so
@@ -286,6 +286,10 @@ def worker_main(jobs, results, warm_up_detector: bool, worker: int = 0, free=Non
     sys.modules.setdefault("tensorflow", None)
     if warm_up_detector:
         import mediapipe  # noqa: F401  (its import takes seconds: pay it while the model loads)
+    if warm_up_audio:  # the audio of the decode pass (extract.audio_pass): its imports, now as well
+        from extract.audio import warm_up
+
+        warm_up(warm_up_audio)
     detector = None
     while True:
         try:

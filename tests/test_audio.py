@@ -84,6 +84,31 @@ def test_blocks_give_the_rows_of_the_whole_signal(monkeypatch):
     np.testing.assert_allclose(got, whole, atol=1e-4)
 
 
+def test_the_mel_spectrogram_is_librosas_value_for_value():
+    import librosa
+
+    _, samples = _samples(MEDIA / "single_face.mp4")
+    want = librosa.feature.melspectrogram(
+        y=samples, sr=audio.SAMPLE_RATE, n_fft=audio.WINDOW, hop_length=audio.HOP, n_mels=audio.N_MELS, center=False
+    )
+    np.testing.assert_array_equal(audio._mel(samples), want)
+
+
+def test_a_streamed_pool_gives_each_frame_once_it_is_final():
+    pool = audio.FramePool(1)
+    pool.frames([0.0, 0.1])  # the second frame's end is not known yet
+    pool.add(np.array([[1.0], [3.0], [5.0]]), np.array([0.0, 0.05, 0.12]))
+    first, features, mask, count = pool.take()
+    assert first == 0 and count.tolist() == [2] and features[0].tolist() == [2.0, 1.0]
+    pool.frames([0.2])
+    assert len(pool.take()[2]) == 0  # frame 2 ends at 0.2, and no row has come past it yet
+    pool.add(np.array([[7.0]]), np.array([0.25]))
+    pool.audio_done()
+    pool.frames_done()  # the last frame lasts the median step: [0.2, 0.3)
+    first, features, mask, count = pool.take()
+    assert first == 1 and count.tolist() == [1, 1] and features[:, 0].tolist() == [5.0, 7.0]
+
+
 def test_pool_is_the_mean_and_std_of_the_rows_in_each_frame():
     pool = Pool(frame_edges(3, 10.0), 1)  # frames [0, .1), [.1, .2), [.2, .3)
     pool.add(np.array([[1.0], [3.0], [5.0], [7.0]]), np.array([0.0, 0.05, 0.1, 0.35]))
