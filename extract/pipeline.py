@@ -254,12 +254,9 @@ def extract_table(cfg: ExtractConfig, table, mode: str, start: float | None = No
 
             require_ray()
             return _extract(cfg, None, _load(cfg), table, mode, start, plan, None, audio)
-        from extract.transport import slots_for
-
         sound = cfg.audio if audio is not None and audio.in_pass else ""
-        spec = BACKBONES.get(cfg.backbone)
-        slots = slots_for((cfg.chunk, *spec.input_size)) if spec is not None else 0
-        with WorkerPool(cfg.workers or os.cpu_count() or 1, mode == "video", sound, slots) as pool:
+        with WorkerPool(cfg.workers or os.cpu_count() or 1, mode == "video", sound) as pool:
+            spec = BACKBONES.get(cfg.backbone)
             early = face_settings(cfg, spec.input_size) if spec is not None and plan.jobs else None
             if early is not None:
                 pool.submit(early, plan.jobs, cfg.transport)

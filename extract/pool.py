@@ -17,14 +17,13 @@ log = logging.getLogger(__name__)
 class WorkerPool:
     """Decode/detect processes, started early so their imports overlap the model's loading."""
 
-    def __init__(self, n: int, warm_up_detector: bool, warm_up_audio: str = "", slots: int = 0):
-        from extract.transport import SLOTS, CropRings
+    def __init__(self, n: int, warm_up_detector: bool, warm_up_audio: str = ""):
+        from extract.transport import CropRings
 
-        slots = slots or SLOTS  # messages in flight per worker (extract.transport.slots_for)
         ctx = mp.get_context("spawn")  # the parent will hold a backend runtime with threads: never fork it
         self.jobs = ctx.Queue()
-        self.results = ctx.Queue(maxsize=slots * n)
-        self.rings = CropRings(ctx, n, slots)
+        self.results = ctx.Queue(maxsize=8 * n)
+        self.rings = CropRings(ctx, n)
         self.procs = [
             ctx.Process(
                 target=worker_main,

@@ -10,7 +10,7 @@ also the back-pressure.
 
 The main process creates the rings (:meth:`CropRings.open`) once the backbone's input size is
 known; each worker learns about its ring from the first item of its own ``free`` queue,
-``("ring", name, shape, slots)``, or ``("queue",)`` when there is no ring (too little room in
+``("ring", name, shape)``, or ``("queue",)`` when there is no ring (too little room in
 ``/dev/shm``, or ``transport="queue"``), in which case crops travel pickled. A worker attaches as
 soon as it starts work and says so (:class:`RingAttached`); the main process then unlinks the
 ring's name at once (:meth:`CropRings.attached`). The memory stays mapped in both processes and
@@ -36,19 +36,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-SLOTS = 8  # the fewest messages in flight per worker; the results queue holds as many per worker
-MAX_SLOTS = 256
-RING_BYTES = 32 * 2**20  # per worker: small crops get more slots, so that the workers run ahead
-
-
-def slots_for(shape: tuple) -> int:
-    """Slots per ring for messages of ``shape = (chunk, H, W, C)`` crops: ``RING_BYTES`` worth, at
-    least ``SLOTS``. ``fer``'s 64 x 64 x 1 crops get 128 slots (8,192 frames per worker), so the
-    workers keep decoding while the main process is still importing the backend and loading the
-    model; 224 x 224 x 3 crops keep 8 (77 MiB per worker)."""
-    return max(SLOTS, min(MAX_SLOTS, RING_BYTES // max(math.prod(shape), 1)))
-
-
+SLOTS = 8  # messages in flight per worker; the results queue holds 8 per worker too
 SHM_DIR = "/dev/shm"
 
 
@@ -60,16 +48,14 @@ class RingAttached:
 
 
 class CropRings:
-    """The main process's side: one ring of ``slots`` slots per worker.
+    """The main process's side: one ring of :data:`SLOTS` slots per worker.
 
     Args:
         ctx: the multiprocessing context the workers are started with.
         n_workers: one ring, and one ``free`` queue, per worker.
-        slots: messages in flight per worker (:func:`slots_for`).
     """
 
-    def __init__(self, ctx, n_workers: int, slots: int = SLOTS):
-        self.slots = slots
+    def __init__(self, ctx, n_workers: int):
         self.free = [ctx.Queue() for _ in range(n_workers)]
         self._shm: list[shared_memory.SharedMemory] = []
         self._views: list[np.ndarray] = []
@@ -82,7 +68,7 @@ class CropRings:
         Call it once, before any work (or stop) is queued."""
         self.opened = True
         if use_shm:
-            need, room = len(self.free) * self.slots * math.prod(shape), _shm_room()
+            need, room = len(self.free) * SLOTS * math.prod(shape), _shm_room()
             if room < 2 * need:
                 log.warning(
                     "%s has %.0f MiB free, the crop rings need %.0f MiB: crops go through the queue",
@@ -95,12 +81,12 @@ class CropRings:
             if not use_shm:
                 free.put(("queue",))
                 continue
-            shm = shared_memory.SharedMemory(create=True, size=self.slots * math.prod(shape))
+            shm = shared_memory.SharedMemory(create=True, size=SLOTS * math.prod(shape))
             self._linked.add(len(self._shm))
             self._shm.append(shm)
-            self._views.append(np.ndarray((self.slots, *shape), np.uint8, buffer=shm.buf))
-            free.put(("ring", shm.name, tuple(shape), self.slots))
-            for slot in range(self.slots):
+            self._views.append(np.ndarray((SLOTS, *shape), np.uint8, buffer=shm.buf))
+            free.put(("ring", shm.name, tuple(shape)))
+            for slot in range(SLOTS):
                 free.put(slot)
         return use_shm
 
@@ -162,9 +148,9 @@ class RingSender:
         info = self.free.get()
         self._mode = info[0]
         if self._mode == "ring":
-            _, name, shape, slots = info
+            _, name, shape = info
             self._shm = shared_memory.SharedMemory(name=name)
-            self._view = np.ndarray((slots, *shape), np.uint8, buffer=self._shm.buf)
+            self._view = np.ndarray((SLOTS, *shape), np.uint8, buffer=self._shm.buf)
             self.results.put(RingAttached(self.worker))
 
     def __call__(self, rows) -> None:
