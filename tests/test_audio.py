@@ -323,3 +323,23 @@ def test_with_the_faces_each_video_is_decoded_once_into_the_same_audio_cache(tre
         for field in ("embeddings", "frame_index", "face_mask", "score"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=f"{vid} {field}")
         np.testing.assert_array_equal(faces.read(vid).frame_index, a.frame_index)
+
+
+@pytest.mark.slow
+def test_egemaps_in_the_face_workers_pass(tree, tmp_path, capsys):
+    # openSMILE runs beside mediapipe in a face worker (TensorFlow is blocked there), and gives the
+    # rows of its own process.
+    pytest.importorskip("opensmile")
+    for name in ("not_a_video", "truncated", "silent_film", "short_wav", "no_face"):
+        (tree / "videos" / f"{name}.mp4").unlink()
+    shutil.rmtree(tree / "wav")
+    args = ("--audio", "egemaps")
+    assert _main(tree, tmp_path / "alone", *args) == 0
+    assert _main(tree, tmp_path / "both", *args, "--backbone", "fer", "--input", "video", "--workers", "1") == 0
+    ours, theirs = (CacheReader(cache_path(tmp_path / c, "affwild2", "audio-egemaps")) for c in ("both", "alone"))
+    summary = json.loads(summary_path(ours.path).read_text())
+    assert summary["decoded_with_video"] == 1 and ours.video_ids() == theirs.video_ids() == ["single_face"]
+    a, b = ours.read("single_face"), theirs.read("single_face")
+    assert a.face_mask.mean() > 0.95
+    np.testing.assert_array_equal(a.embeddings, b.embeddings)
+    np.testing.assert_array_equal(a.frame_index, b.frame_index)
