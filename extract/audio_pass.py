@@ -74,6 +74,19 @@ class ShardOut:
         for writer in self.writers:
             writer.abort()
 
+    def result(self, source: str, samples: int, video_seconds: float, started: float) -> dict:
+        """A closed recording's counts, as ``extract.audio_run.AudioRun.record`` folds them."""
+        from extract.audio import SAMPLE_RATE
+
+        return {
+            "source": source,
+            "frames": self.frames,
+            "with_audio": self.with_audio,
+            "audio_seconds": samples / SAMPLE_RATE,
+            "video_seconds": float(video_seconds),
+            "seconds": time.perf_counter() - started,
+        }
+
 
 class AudioPass:
     """The audio side of one video's decode pass (an ``extract.sources.AudioSink``).
@@ -129,14 +142,8 @@ class AudioPass:
             return {"error": self.error, "source": self.path}
         self.out.add(*self.pool.take())
         self.out.close()
-        return {
-            "source": self.path,
-            "frames": self.out.frames,
-            "with_audio": self.out.with_audio,
-            "audio_seconds": self.samples / 16_000,
-            "video_seconds": float(self.pool.end - self.pool.starts[0]) if len(self.pool.starts) else 0.0,
-            "seconds": time.perf_counter() - self.started,
-        }
+        first = self.pool.starts[0] if len(self.pool.starts) else self.pool.end
+        return self.out.result(self.path, self.samples, self.pool.end - first, self.started)
 
     def abort(self) -> None:
         self.out.abort()

@@ -122,14 +122,7 @@ def run_job(job: AudioJob, name: str, meta: CacheMeta, parts: str) -> dict:
     pool.audio_done()
     out.add(*pool.take())
     out.close()
-    return {
-        "source": job.source,
-        "frames": out.frames,
-        "with_audio": out.with_audio,
-        "audio_seconds": samples / 16_000,
-        "video_seconds": float(edges[-1] - edges[0]),
-        "seconds": time.perf_counter() - start,
-    }
+    return out.result(job.source, samples, edges[-1] - edges[0], start)
 
 
 def _warn(result: dict) -> str:
