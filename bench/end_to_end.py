@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 class _Peaks(threading.Thread):
     """Samples, during one run, this process's resident memory and the peak of its workers.
 
-    Workers are the children running ``spawn_main`` (the resource tracker is not one); each run
+    Workers are the children of the fork server (``extract.pool.worker_context``), or the children
+    running ``spawn_main`` where workers are spawned (the resource tracker is neither); each run
     starts its own, so their ``VmHWM`` is that run's. This process's ``VmRSS`` is sampled because
     its high-water mark spans every run of the process.
     """
@@ -48,13 +49,22 @@ class _Peaks(threading.Thread):
 
     def _sample(self) -> None:
         self.main = max(self.main, vm_rss_mb(os.getpid()))
+        for pid in self._worker_pids():
+            self.workers[pid] = max(self.workers.get(pid, 0.0), vm_hwm_mb(pid))
+
+    @staticmethod
+    def _worker_pids() -> list[int]:
+        pids = []
         for pid in child_pids(os.getpid()):
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
-                continue  # the worker ended between the listing and the read
-            if b"spawn_main" in cmdline:
-                self.workers[pid] = max(self.workers.get(pid, 0.0), vm_hwm_mb(pid))
+                continue  # the process ended between the listing and the read
+            if b"forkserver" in cmdline:
+                pids += child_pids(pid)
+            elif b"spawn_main" in cmdline:
+                pids.append(pid)
+        return pids
 
     def run(self) -> None:
         while not self._done.wait(self.every):

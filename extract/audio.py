@@ -57,6 +57,7 @@ class AudioSpec:
     offset: float = 0.0  # seconds from a row's start to the moment it describes (a patch's centre)
     extra: tuple = ()  # (key, value) pairs for the cache's attributes (a model's checksum)
     in_worker: bool = True  # runs in a video worker's decode pass (which never imports Keras)
+    imports: tuple[str, ...] = ()  # modules ``compute`` imports: the workers' server preloads them
 
 
 _MEL_BASIS = {}
@@ -121,14 +122,29 @@ def egemaps(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 AUDIO_FEATURES: Registry[AudioSpec] = Registry("audio extractor", "--audio / AUDIO")
+# librosa.util.utils compiles numba helpers when first imported (0.5 s a process), lazily, on stft's first call
+_LIBROSA = ("librosa.core.spectrum", "librosa.filters", "librosa.util.utils")
 AUDIO_FEATURES.register(
-    "logmel", AudioSpec("logmel", N_MELS, logmel, f"log-mel {N_MELS} bands (librosa), window {WINDOW}, hop {HOP}")
+    "logmel",
+    AudioSpec(
+        "logmel", N_MELS, logmel, f"log-mel {N_MELS} bands (librosa), window {WINDOW}, hop {HOP}", imports=_LIBROSA
+    ),
 )
 AUDIO_FEATURES.register(
-    "mfcc", AudioSpec("mfcc", N_MFCC, mfcc, f"MFCC {N_MFCC} of log-mel {N_MELS} (librosa), window {WINDOW}, hop {HOP}")
+    "mfcc",
+    AudioSpec(
+        "mfcc",
+        N_MFCC,
+        mfcc,
+        f"MFCC {N_MFCC} of log-mel {N_MELS} (librosa), window {WINDOW}, hop {HOP}",
+        imports=(*_LIBROSA, "librosa.feature"),
+    ),
 )
 AUDIO_FEATURES.register(
-    "egemaps", AudioSpec("egemaps", 25, egemaps, "openSMILE eGeMAPSv02 low-level descriptors", needs="opensmile")
+    "egemaps",
+    AudioSpec(
+        "egemaps", 25, egemaps, "openSMILE eGeMAPSv02 low-level descriptors", needs="opensmile", imports=("opensmile",)
+    ),
 )
 
 
@@ -167,6 +183,12 @@ def warm_up(name: str) -> None:
         AUDIO_FEATURES[name].compute(np.zeros(SAMPLE_RATE // 5, np.float32))
     except ValueError:  # e.g. openSMILE missing: the job says so, with the file's name
         return
+
+
+def audio_imports(name: str) -> tuple[str, ...]:
+    """The modules a video worker imports for ``name`` (none where it runs elsewhere or is unknown)."""
+    spec = AUDIO_FEATURES.get(name)
+    return spec.imports if spec is not None and spec.in_worker else ()
 
 
 def in_worker(name: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import threading
 from pathlib import Path
 
 from extract.cache import CacheMeta, merge_shards, parts_dir_for
@@ -14,13 +15,42 @@ from extract.worker import FaceSettings, Job, worker_main
 log = logging.getLogger(__name__)
 
 
+def worker_imports(detector: bool, audio: str) -> list[str]:
+    """The modules a worker of this run imports before its first frame (mediapipe: about 0.8 s a
+    process; librosa: about 1.6 s with its compiled helpers)."""
+    from extract.audio import audio_imports
+
+    imports = ["extract.worker", "extract.transport", "extract.sources"]
+    if detector:
+        imports += ["mediapipe", "extract.faces", "extract.keyframes"]
+    if audio_imports(audio):  # the audio of the decode pass (a ``file:`` model runs in its own process)
+        imports += ["extract.audio_pass", *audio_imports(audio)]
+    return imports
+
+
+def worker_context(imports: list[str]):
+    """Workers fork from one server that has paid their imports once, not once per worker.
+
+    The parent is never forked: it will hold a backend runtime with threads. The server is a fresh
+    interpreter (multiprocessing's ``forkserver``) that imports ``extract.worker_env`` and then
+    ``imports``; each worker is a fork of it. One server lives as long as its parent, so in a
+    process that runs several extractions the first one's imports are the ones preloaded: the
+    others' workers import the rest themselves. Where there is no fork (Windows), workers are spawned.
+    """
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["extract.worker_env", *imports])
+    return ctx
+
+
 class WorkerPool:
     """Decode/detect processes, started early so their imports overlap the model's loading."""
 
     def __init__(self, n: int, warm_up_detector: bool, warm_up_audio: str = ""):
         from extract.transport import CropRings
 
-        ctx = mp.get_context("spawn")  # the parent will hold a backend runtime with threads: never fork it
+        ctx = worker_context(worker_imports(warm_up_detector, warm_up_audio))
         self.jobs = ctx.Queue()
         self.results = ctx.Queue(maxsize=8 * n)
         self.rings = CropRings(ctx, n)
@@ -32,9 +62,25 @@ class WorkerPool:
             )
             for i in range(n)
         ]
-        for p in self.procs:
-            p.start()
+        self.start_error: BaseException | None = None
+        # A fork server answers each start only once its imports are done (seconds): the parent
+        # goes on loading the backbone meanwhile.
+        self.starter = threading.Thread(target=self._start, name="worker-start", daemon=True)
+        self.starter.start()
         self.closed = False
+
+    def _start(self) -> None:
+        try:
+            for p in self.procs:
+                p.start()
+        except BaseException as err:  # re-raised in the parent's thread by join_start
+            self.start_error = err
+
+    def join_start(self) -> None:
+        """Waits for every worker to have started; a failure to start is raised here."""
+        self.starter.join()
+        if self.start_error is not None:
+            raise RuntimeError(f"the decode/detect workers did not start: {self.start_error}") from self.start_error
 
     def submit(self, settings: FaceSettings, jobs: list[Job], transport: str = "shm") -> None:
         """Opens the crop rings, queues the jobs, each with the settings, then a stop per worker."""
@@ -53,6 +99,11 @@ class WorkerPool:
             self.closed = True
 
     def alive(self) -> bool:
+        """Whether a worker may still send: starting or running."""
+        if self.starter.is_alive():
+            return True
+        if self.start_error is not None:
+            self.join_start()
         return any(p.is_alive() for p in self.procs)
 
     def __enter__(self) -> "WorkerPool":
@@ -60,7 +111,10 @@ class WorkerPool:
 
     def __exit__(self, exc_type, *exc) -> None:
         self.close()
+        self.starter.join()
         for p in self.procs:
+            if p.pid is None:  # never started (start failed)
+                continue
             if exc_type is not None:  # an error: workers may be blocked on a full queue, never drained now
                 p.terminate()
             p.join(timeout=5)

@@ -9,7 +9,6 @@ the main process owns the model and batches crops from every worker.
 from __future__ import annotations
 
 import logging
-import os
 import queue as queue_lib
 import sys
 import time
@@ -275,15 +274,11 @@ def worker_main(jobs, results, warm_up_detector: bool, worker: int = 0, free=Non
     A job that fails sends :class:`JobFailed` with the reason and the worker goes on with the next:
     one bad file never stops the others.
     """
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's per-graph info lines, once per worker
+    from extract import worker_env  # noqa: F401  (no TensorFlow, one thread: before mediapipe)
     from extract.sources import SourceError
     from extract.transport import RingSender
 
     send = RingSender(worker, free, results) if free is not None else results.put
-    # mediapipe imports TensorFlow only for optional API docs and works without it; blocking it
-    # keeps a worker at ~170 MiB instead of ~840 MiB and starts it in 1 s instead of 10.
-    sys.modules.setdefault("tensorflow", None)
     if warm_up_detector:
         import mediapipe  # noqa: F401  (its import takes seconds: pay it while the model loads)
     if warm_up_audio:  # the audio of the decode pass (extract.audio_pass): its imports, now as well
