@@ -9,7 +9,7 @@ with the visual cache's 1-based ``frame_index``, so stage two joins the two by f
 
 With ``BACKBONE=`` in video mode the video workers extract the audio of each video in the pass that
 decodes its frames (``extract.audio_pass``), so each video is read once; the other recordings (a
-dataset's WAV files, frames mode, ``ENGINE=ray``, a ``file:`` model, which needs Keras) are jobs in a
+dataset's WAV files, frames mode, a ``file:`` model, which needs Keras) are jobs in a
 process pool of this run's own. Every job writes its subjects' shards, so a killed run keeps every
 finished video and a rerun does only the rest.
 """
@@ -152,7 +152,7 @@ class AudioRun:
     """One run's audio cache, locked from ``__enter__`` to ``__exit__`` (which merges the shards and
     writes the summary). Each recording is extracted either by the video worker that decodes its
     faces (:meth:`attach`: the video is decoded once, ``extract.audio_pass``) or by a process of this
-    run's own (:meth:`start`: WAV files, frames mode, ``ENGINE=ray``, a ``file:`` model)."""
+    run's own (:meth:`start`: WAV files, frames mode, a ``file:`` model)."""
 
     def __init__(self, cfg, table, fps: float | None = None, workers: int = 0):
         from extract.audio import check_audio_name

@@ -347,6 +347,26 @@ def _check_meta(path: Path, have: CacheMeta, want: CacheMeta) -> None:
         )
 
 
+def shard_bytes(parts_dir: str | Path, video_id: str) -> bytes:
+    """A finished shard's file, to be published in another folder (:func:`publish_shard`)."""
+    return (Path(parts_dir) / _shard_name(video_id)).read_bytes()
+
+
+def publish_shard(parts_dir: str | Path, video_id: str, data: bytes) -> Path:
+    """A shard finished elsewhere (a Ray actor's node), published as :meth:`ShardWriter.close` does:
+    written beside its final name, synced, then renamed, so that it counts only once whole."""
+    final = Path(parts_dir) / _shard_name(video_id)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_suffix(".h5.partial")
+    ensure_space(tmp, len(data))
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    return final
+
+
 def finished_shards(parts_dir: str | Path) -> list[Path]:
     parts_dir = Path(parts_dir)
     return sorted(parts_dir.glob("*.h5")) if parts_dir.is_dir() else []

@@ -243,8 +243,7 @@ def extract_table(cfg: ExtractConfig, table, mode: str, start: float | None = No
     with CacheLock(out):
         plan = plan_extraction(cfg, table, mode, out)
         if audio is not None:
-            if cfg.engine == "local":
-                plan.jobs = audio.attach(plan.jobs)
+            plan.jobs = audio.attach(plan.jobs)  # each video's audio comes from its own decode pass
             audio.start()
         complete = complete_cache(cfg, table, mode, plan)
         if complete is not None:
@@ -294,7 +293,7 @@ def _extract(cfg, pool: "WorkerPool | None", backbone, table, mode: str, start: 
     if jobs and pool is None:
         from extract.ray_engine import run_on_ray
 
-        run_on_ray(cfg, jobs, settings, meta, parts, summary)
+        run_on_ray(cfg, jobs, settings, meta, parts, summary, audio)
     elif jobs:
         loop = JobLoop(pool, jobs, cfg, backbone, meta, parts, summary, crops, audio)
         loop.run(settings, submitted=early is not None)

@@ -7,7 +7,9 @@ yielding a batch per chunk of frames (``extract.worker.job_rows``, the local wor
 embed fixed-size batches of uint8 crops; the driver writes what comes back with the cache's shard
 writer (``extract.ray_sink.ShardSink``) and ``extract.pipeline`` merges the shards as for the local
 engine. So the cache keeps every property: videos already complete are not sent again, a stopped run
-loses only the videos in flight, and one file never mixes two settings.
+loses only the videos in flight, and one file never mixes two settings. With ``AUDIO=``, a decoder
+also extracts each video's audio in the same decode pass (``extract.audio_pass``) into shards on its
+own node, and sends each finished shard back with the video's end row for the driver to publish.
 
 ``RAY_ADDRESS`` picks the cluster (without it Ray starts one on this machine). Every node needs the
 tool at the same path as the driver (a shared filesystem) or installed, and so do the videos.
@@ -20,7 +22,7 @@ import json
 import logging
 import os
 import pickle
-import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from core.registry import ConfigError
+from extract.cache import shard_bytes
 from extract.ray_sink import END, FAILED, FRAME
 from extract.worker import FaceSettings, Job, JobDone, JobStats, job_rows, make_detector
 
@@ -114,8 +117,9 @@ def _ends(job: Job, message) -> dict:
     return {"kind": kind, "detail": detail}
 
 
-def _batch(job_id: int, sample_ids, seq, kind: int, detail: str, rows=None, input_size=(1, 1, 1)) -> dict:
-    """A batch of the stream's columns (``extract.ray_sink``): one chunk of frames, or one end row."""
+def _batch(job_id: int, sample_ids, seq, kind: int, detail: str, rows=None, input_size=(1, 1, 1), audio=b"") -> dict:
+    """A batch of the stream's columns (``extract.ray_sink``): one chunk of frames, or one end row
+    (``audio``: the pickled ``{sample_id: shard file}`` of the audio its decode pass wrote)."""
     n = len(seq)
     crops = np.zeros((n, *input_size), np.uint8)
     if rows is not None and rows.face_mask.any():
@@ -131,28 +135,38 @@ def _batch(job_id: int, sample_ids, seq, kind: int, detail: str, rows=None, inpu
         "bbox": rows.bbox if rows is not None else np.zeros((n, 4), np.float32),
         "score": rows.score if rows is not None else np.zeros(n, np.float32),
         "crop": crops,
+        "audio": np.asarray([audio] * n, dtype=object),
     }
 
 
 class Decoder:
     """A Ray actor: jobs in, a batch of rows per chunk of frames out (crops at the backbone's size)."""
 
-    def __init__(self, settings: FaceSettings, video: bool):
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-        sys.modules.setdefault("tensorflow", None)  # as in a local worker: mediapipe works without it
+    def __init__(self, settings: FaceSettings, video: bool, audio: str = ""):
+        from extract import worker_env  # noqa: F401  (as in a local worker: no TensorFlow, one thread)
+
         self.settings = settings
         # Loaded before the first job, as a local worker warms it up: the actor is ready only then.
         self.detector = make_detector(settings) if video else None
+        if audio:
+            from extract.audio import warm_up
+
+            warm_up(audio)
 
     def __call__(self, batch: dict):
         for blob in batch["job"]:
             yield from self.run(pickle.loads(blob))
 
     def run(self, job: Job):
+        with tempfile.TemporaryDirectory(prefix="audio-") as local:
+            yield from self._run(_audio_here(job, local))
+
+    def _run(self, job: Job):
         from extract.sources import SourceError
 
         stats, seq = JobStats(), {}
         size = self.settings.input_size
+        audio = b""
         try:
             if job.mode == "video" and self.detector is None:
                 self.detector = make_detector(self.settings)
@@ -162,11 +176,21 @@ class Decoder:
                 n = len(rows.frame_index)
                 yield _batch(job.job_id, [rows.sample_id] * n, np.arange(start, start + n), FRAME, "", rows, size)
             message = stats.message(job)
+            if job.audio is not None and "error" not in (stats.audio or {"error": ""}):
+                audio = pickle.dumps({s: shard_bytes(job.audio.parts, s) for s in job.audio.subjects})
         except SourceError as err:
             message = _failed(job, str(err))
         except Exception as err:  # one bad file never stops the others: its reason goes in the summary
             message = _failed(job, f"{job.path}: {type(err).__name__}: {err}")
-        yield _batch(job.job_id, [""], [0], input_size=size, **_ends(job, message))
+        yield _batch(job.job_id, [""], [0], input_size=size, audio=audio, **_ends(job, message))
+
+
+def _audio_here(job: Job, local: str) -> Job:
+    """``job`` with its audio shards written under ``local``, a folder of this node (the driver's
+    shard folder may not be reachable from it)."""
+    if job.audio is None:
+        return job
+    return dataclasses.replace(job, audio=dataclasses.replace(job.audio, parts=local))
 
 
 def _failed(job: Job, reason: str):
@@ -212,7 +236,11 @@ def stream(ray, cfg, jobs: list[Job], settings: FaceSettings, plan: Layout):
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
         Decoder,
-        fn_constructor_kwargs={"settings": settings, "video": any(job.mode == "video" for job in jobs)},
+        fn_constructor_kwargs={
+            "settings": settings,
+            "video": any(job.mode == "video" for job in jobs),
+            "audio": next((job.audio.name for job in jobs if job.audio is not None), ""),
+        },
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=plan.decoders),
         num_cpus=plan.decoder_cpus,
@@ -235,8 +263,9 @@ def stream(ray, cfg, jobs: list[Job], settings: FaceSettings, plan: Layout):
     )
 
 
-def run_on_ray(cfg, jobs: list[Job], settings: FaceSettings, meta, parts, summary: dict) -> None:
-    """Extracts ``jobs`` on the cluster into shards under ``parts``, updating ``summary`` in place.
+def run_on_ray(cfg, jobs: list[Job], settings: FaceSettings, meta, parts, summary: dict, audio=None) -> None:
+    """Extracts ``jobs`` on the cluster into shards under ``parts``, updating ``summary`` in place;
+    ``audio``: the run's ``extract.audio_run.AudioRun``, which the jobs' audio shards go to.
 
     A stop of the cluster (a node lost for good, the driver interrupted) aborts the videos in flight
     only and says to run again; a job that fails on its own input is listed, as on the local engine.
@@ -263,7 +292,7 @@ def run_on_ray(cfg, jobs: list[Job], settings: FaceSettings, meta, parts, summar
             plan.embedders,
         )
         bar = tqdm(total=sum(estimate.values()), unit="frame", desc=f"extract {cfg.dataset}/{cfg.backbone} (ray)")
-        sink = ShardSink(jobs, meta, parts, summary, bar)
+        sink = ShardSink(jobs, meta, parts, summary, bar, audio)
         started = time.perf_counter()
         try:
             for batch in stream(ray, cfg, jobs, settings, plan).iter_batches(batch_size=None, batch_format="numpy"):

@@ -9,18 +9,20 @@ written waits, a piece already written is dropped. A job's end row (``kind`` = :
 
 The columns of a batch (numpy arrays of equal length), written by ``extract.ray_engine``:
 ``job_id``, ``sample_id``, ``seq``, ``kind``, ``detail`` (an end row's JSON ``JobDone`` or a failed
-job's reason), ``frame_index``, ``face_mask``, ``bbox``, ``score`` and ``embedding``.
+job's reason), ``frame_index``, ``face_mask``, ``bbox``, ``score``, ``embedding`` and ``audio`` (an end
+row's audio shards, pickled ``{sample_id: file bytes}``, from the actor's own node; else empty).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import pickle
 import time
 
 import numpy as np
 
-from extract.cache import VideoWriter
+from extract.cache import VideoWriter, publish_shard
 from extract.fingerprint import fingerprint
 from extract.worker import MIN_FACE_SIDE, Job
 
@@ -36,11 +38,12 @@ class ShardSink:
         jobs: the run's jobs (``extract.worker.Job``). meta: the shards' ``CacheMeta``.
         parts: the shard folder. summary: the run summary, updated in place (frames, faces, done,
             failed, detected_frames, tiny_faces). bar: a tqdm bar (frames) or None.
+        audio: the run's ``extract.audio_run.AudioRun`` where jobs carry audio, else None.
     """
 
-    def __init__(self, jobs: list[Job], meta, parts, summary: dict, bar=None):
+    def __init__(self, jobs: list[Job], meta, parts, summary: dict, bar=None, audio=None):
         self.by_id = {job.job_id: job for job in jobs}
-        self.meta, self.parts, self.summary, self.bar = meta, parts, summary, bar
+        self.meta, self.parts, self.summary, self.bar, self.audio = meta, parts, summary, bar, audio
         self.writers: dict[str, VideoWriter] = {}
         self.written: dict[str, int] = {}  # rows of each subject written so far
         self.waiting: dict[str, dict[int, dict]] = {}  # pieces that start past the rows written, by seq
@@ -57,7 +60,7 @@ class ShardSink:
         """One batch from the cluster: frame rows go to their shards, end rows close jobs."""
         kind = np.asarray(batch["kind"])
         for i in np.flatnonzero(kind != FRAME):
-            self._end(int(batch["job_id"][i]), int(kind[i]), str(batch["detail"][i]))
+            self._end(int(batch["job_id"][i]), int(kind[i]), str(batch["detail"][i]), batch["audio"][i])
         frames = np.flatnonzero(kind == FRAME)
         sample_ids = np.asarray(batch["sample_id"])[frames]
         for sample_id in dict.fromkeys(sample_ids.tolist()):
@@ -109,15 +112,25 @@ class ShardSink:
             if self.bar is not None:
                 self.bar.update(n)
 
-    def _end(self, job_id: int, kind: int, detail: str) -> None:
+    def _end(self, job_id: int, kind: int, detail: str, audio: bytes = b"") -> None:
         if job_id in self.closed or job_id in self.ends:
-            return
+            return  # a retried task's second end
         if kind == FAILED:
             self.fail(job_id, detail)
         else:
             self.ends[job_id] = json.loads(detail)
             first = self.ends[job_id]["first_frame_at"]
             self.first_frame_at = min(self.first_frame_at or first, first)
+            self._audio_done(self.by_id[job_id], self.ends[job_id].get("audio"), audio)
+
+    def _audio_done(self, job: Job, result: dict | None, shards: bytes) -> None:
+        """Publishes the audio shards of a finished job's decode pass and tells the audio run."""
+        if self.audio is None or job.audio is None or result is None:
+            return
+        if "error" not in result:
+            for sample_id, data in pickle.loads(shards).items():  # written by this run's own actors
+                publish_shard(job.audio.parts, sample_id, data)
+        self.audio.record(job.path, result)
 
     def _close_if_complete(self, job_id: int) -> None:
         job, end = self.by_id[job_id], self.ends[job_id]
@@ -144,10 +157,13 @@ class ShardSink:
             if subject.sample_id in self.writers:
                 self.writers.pop(subject.sample_id).abort()
             self.waiting.pop(subject.sample_id, None)
-        self.ends.pop(job_id, None)
+        had_end = self.ends.pop(job_id, None) is not None  # its audio was recorded with its end
         self.closed.add(job_id)
         self.summary["failed"].append({"path": self.by_id[job_id].path, "reason": reason})
         log.error("failed: %s", reason)
+        job = self.by_id[job_id]
+        if self.audio is not None and job.audio is not None and not had_end:
+            self.audio.record(job.path, {"error": reason, "source": job.path})
 
     def work_seconds(self) -> float:
         """First frame decoded (on any node: their clocks must agree) to last row written."""

@@ -140,6 +140,43 @@ def test_real_media_with_broken_files_on_the_cluster(cluster, tmp_path):
     assert reader.read("single_face").face_mask.mean() >= 0.95
 
 
+def test_the_actors_decode_each_videos_audio_in_its_faces_pass(cluster, tmp_path):
+    # AUDIO= with ENGINE=ray: each video's audio comes back from the actor that decoded it for its
+    # faces, as shard files, and gives the rows the audio alone gives, frame for frame.
+    address, _ = cluster
+    from tests.test_extract import _real_media_tree
+
+    root = _real_media_tree(tmp_path / "data")
+    common = ["--dataset", "affwild2", "--data-root", str(root), "--audio", "logmel"]
+    cmd, env = _extract(address, *common, "--cache-dir", str(tmp_path / "both"), "--input", "video")
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr[-2000:]  # the two broken files fail, for both caches
+    failed = [Path(line.split(": ")[1]).name for line in out.stderr.splitlines() if line.startswith("failed: ")]
+    assert sorted(failed) == ["not_a_video.mp4"] * 2 + ["truncated.mp4"] * 2
+    ours = CacheReader(cache_path(tmp_path / "both", "affwild2", "audio-logmel"))
+    summary = json.loads(summary_path(ours.path).read_text())
+    assert summary["decoded_with_video"] == summary["done"] == 2 and summary["failed"]
+    alone = subprocess.run(
+        [sys.executable, "-m", "extract", *common, "--backbone", "none", "--cache-dir", str(tmp_path / "alone")],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert alone.returncode == 1, alone.stderr[-2000:]
+    theirs = CacheReader(cache_path(tmp_path / "alone", "affwild2", "audio-logmel"))
+    faces = CacheReader(cache_path(tmp_path / "both", "affwild2", "fer"))
+    assert ours.video_ids() == theirs.video_ids() == faces.video_ids() == ["no_face", "single_face"]
+    for vid in ours.video_ids():
+        a, b = ours.read(vid), theirs.read(vid)
+        assert a.face_mask.mean() > 0.9  # both clips have sound from start to end
+        for field in ("embeddings", "frame_index", "face_mask", "score"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=f"{vid} {field}")
+        np.testing.assert_array_equal(faces.read(vid).frame_index, a.frame_index)
+    assert list(parts_dir_for(ours.path).glob("*")) == []  # every shard published whole, then merged
+
+
 def test_a_node_killed_mid_run_loses_nothing(cluster, clips, tmp_path):
     address, nodes = cluster
     root, reference = clips

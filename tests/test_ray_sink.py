@@ -31,6 +31,7 @@ def _frames(job_id, sample_id, seq):
         "bbox": np.tile(seq[:, None].astype(np.float32), (1, 4)),
         "score": np.ones(n, np.float32),
         "embedding": np.tile(seq[:, None], (1, 3)).astype(np.float16),
+        "audio": np.asarray([b""] * n, dtype=object),
     }
 
 
