@@ -124,12 +124,15 @@ def _extract_child(runs: list[dict], results) -> None:
 
 
 def extract_in_child(runs: list[dict]) -> list[dict]:
-    """``run_extract(ExtractConfig(**kwargs))`` for each of ``runs``, in order, in one fresh process.
+    """``run_extract(ExtractConfig(**kwargs))`` for each of ``runs``, in order, in one fresh process,
+    each from an empty ``cache_dir``.
 
     Returns, per run: frames, faces, total and job-loop seconds, and the peak memory of the run's
     main process (the first run: ``RUSAGE_SELF``; later ones: sampled ``VmRSS``) and of its
     largest worker.
     """
+    for run in runs:  # a kept --workdir holds the caches of an earlier bench: each run extracts anew
+        shutil.rmtree(run["cache_dir"], ignore_errors=True)
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     proc = ctx.Process(target=_extract_child, args=(runs, results))  # not daemonic: it starts workers
@@ -314,8 +317,6 @@ def extraction(
         )
         tags.append("frames")
     out = {"long_factor": cfg.long_factor} if memory else {}
-    for run in runs:  # a kept --workdir holds the caches of an earlier bench: each run extracts anew
-        shutil.rmtree(run["cache_dir"], ignore_errors=True)
     for tag, run in zip(tags, extract_in_child(runs) if runs else []):
         if tag == "video":
             out.update(_video_figures(cfg, run))

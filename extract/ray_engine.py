@@ -158,8 +158,11 @@ class Decoder:
             yield from self.run(pickle.loads(blob))
 
     def run(self, job: Job):
-        with tempfile.TemporaryDirectory(prefix="audio-") as local:
-            yield from self._run(_audio_here(job, local))
+        if job.audio is None:
+            yield from self._run(job)
+            return
+        with tempfile.TemporaryDirectory(prefix="audio-") as local:  # this node's: the driver's may be out of reach
+            yield from self._run(dataclasses.replace(job, audio=dataclasses.replace(job.audio, parts=local)))
 
     def _run(self, job: Job):
         from extract.sources import SourceError
@@ -183,14 +186,6 @@ class Decoder:
         except Exception as err:  # one bad file never stops the others: its reason goes in the summary
             message = _failed(job, f"{job.path}: {type(err).__name__}: {err}")
         yield _batch(job.job_id, [""], [0], input_size=size, audio=audio, **_ends(job, message))
-
-
-def _audio_here(job: Job, local: str) -> Job:
-    """``job`` with its audio shards written under ``local``, a folder of this node (the driver's
-    shard folder may not be reachable from it)."""
-    if job.audio is None:
-        return job
-    return dataclasses.replace(job, audio=dataclasses.replace(job.audio, parts=local))
 
 
 def _failed(job: Job, reason: str):
