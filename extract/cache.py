@@ -263,10 +263,7 @@ class ShardWriter:
         self.group.attrs["n_frames"] = self.n
         self._file.flush()
         self._file.close()
-        with open(self.tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp_path, self.final_path)
-        return self.final_path
+        return _publish(self.tmp_path, self.final_path)
 
     def abort(self) -> None:
         """Drops the partial shard (a failed video leaves nothing behind)."""
@@ -359,9 +356,13 @@ def publish_shard(parts_dir: str | Path, video_id: str, data: bytes) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_suffix(".h5.partial")
     ensure_space(tmp, len(data))
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
+    tmp.write_bytes(data)
+    return _publish(tmp, final)
+
+
+def _publish(tmp: Path, final: Path) -> Path:
+    """``tmp`` synced to disk, then renamed to ``final``: a shard counts only once it is whole."""
+    with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, final)
     return final

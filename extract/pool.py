@@ -23,8 +23,9 @@ def worker_imports(detector: bool, audio: str) -> list[str]:
     imports = ["extract.worker", "extract.transport", "extract.sources"]
     if detector:
         imports += ["mediapipe", "extract.faces", "extract.keyframes"]
-    if audio_imports(audio):  # the audio of the decode pass (a ``file:`` model runs in its own process)
-        imports += ["extract.audio_pass", *audio_imports(audio)]
+    sound = audio_imports(audio)  # none for a ``file:`` model: it runs in the run's own audio process
+    if sound:
+        imports += ["extract.audio_pass", *sound]
     return imports
 
 

@@ -179,7 +179,7 @@ class Decoder:
                 n = len(rows.frame_index)
                 yield _batch(job.job_id, [rows.sample_id] * n, np.arange(start, start + n), FRAME, "", rows, size)
             message = stats.message(job)
-            if job.audio is not None and "error" not in (stats.audio or {"error": ""}):
+            if job.audio is not None and stats.audio is not None and "error" not in stats.audio:
                 audio = pickle.dumps({s: shard_bytes(job.audio.parts, s) for s in job.audio.subjects})
         except SourceError as err:
             message = _failed(job, str(err))
