@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from extract.cache import CacheMeta, merge_shards, parts_dir_for
+from extract.transport import CropRings, close_queues
 from extract.worker import FaceSettings, Job, worker_main
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,6 @@ class WorkerPool:
     """Decode/detect processes, started early so their imports overlap the model's loading."""
 
     def __init__(self, n: int, warm_up_detector: bool, warm_up_audio: str = ""):
-        from extract.transport import CropRings
-
         ctx = worker_context(worker_imports(warm_up_detector, warm_up_audio))
         self.jobs = ctx.Queue()
         self.results = ctx.Queue(maxsize=8 * n)
@@ -121,7 +120,9 @@ class WorkerPool:
             p.join(timeout=5)
             if p.is_alive():
                 p.terminate()
-        self.rings.close()
+        drained = exc_type is None and all(p.exitcode == 0 for p in self.procs)
+        self.rings.close(drained)
+        close_queues((self.jobs, self.results), drained)
 
 
 class CropFiles:

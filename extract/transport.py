@@ -106,8 +106,9 @@ class CropRings:
         self.free[worker].put(slot)
         return rows
 
-    def close(self) -> None:
-        """Removes the rings (the workers have stopped or are being stopped)."""
+    def close(self, wait: bool = True) -> None:
+        """Removes the rings (the workers have stopped or are being stopped; ``wait``: see
+        :func:`close_queues`)."""
         self._views.clear()
         for worker, shm in enumerate(self._shm):
             shm.close()
@@ -115,6 +116,19 @@ class CropRings:
                 shm.unlink()
         self._shm.clear()
         self._linked.clear()
+        close_queues(self.free, wait)
+
+
+def close_queues(queues, wait: bool = True) -> None:
+    """Closes queues and waits for their feeder threads: a feeder still running holds the queue's
+    named semaphores, which a process ending in ``os._exit`` then leaves to the resource tracker
+    ("leaked semaphore objects"). ``wait=False`` when no reader may be left to drain them."""
+    for queue in queues:
+        queue.close()
+        if wait:
+            queue.join_thread()
+        else:
+            queue.cancel_join_thread()
 
 
 def _shm_room() -> int:
