@@ -18,6 +18,7 @@ INPUT        ?= auto
 DETECT_EVERY ?= 10
 SAVE_CROPS   ?= 0
 ENGINE       ?= local
+RUNTIME      ?= auto
 AUDIO        ?=
 FUSION       ?= model
 EXTRACT_ARGS ?=
@@ -57,7 +58,7 @@ help: ## List the targets and the variables they read
 	@echo "Variables: DATASET=$(DATASET) DATA_ROOT=$(DATA_ROOT) BACKBONE=$(BACKBONE) MODEL=$(MODEL) TASK=$(TASK)"
 	@echo "           CACHE_DIR=$(CACHE_DIR) RUNS_DIR=$(RUNS_DIR) REPORT_DIR=$(REPORT_DIR) KERAS_BACKEND=$(KERAS_BACKEND)"
 	@echo "           WORKERS=$(WORKERS) BATCH=$(BATCH) WEIGHTS=$(WEIGHTS) INPUT=$(INPUT) SEED=$(SEED)"
-	@echo "           DETECT_EVERY=$(DETECT_EVERY) SAVE_CROPS=$(SAVE_CROPS) ENGINE=$(ENGINE) AUDIO=$(AUDIO) FUSION=$(FUSION)"
+	@echo "           DETECT_EVERY=$(DETECT_EVERY) SAVE_CROPS=$(SAVE_CROPS) ENGINE=$(ENGINE) RUNTIME=$(RUNTIME) AUDIO=$(AUDIO) FUSION=$(FUSION)"
 	@echo "           EXTRACT_ARGS=$(EXTRACT_ARGS)"
 	@echo "           REBALANCE=$(REBALANCE) TRAIN_ARGS=$(TRAIN_ARGS) DISTRIBUTION=$(DISTRIBUTION) RUN=$(RUN) SPLIT=$(SPLIT)"
 	@echo "           NO_FACE=$(NO_FACE) VIDEO=$(VIDEO) ANALYSIS_DIR=$(ANALYSIS_DIR) ANALYZE_ARGS=$(ANALYZE_ARGS)"
@@ -100,7 +101,7 @@ data: $(STAMP) ## Write the dataset (DATASET=synthetic only: it is generated fro
 extract: $(STAMP) ## Fill CACHE_DIR/DATASET/BACKBONE.h5 (resumable; AUDIO=logmel: audio-logmel.h5 too; ENGINE=ray)
 	$(PY) -m extract --dataset $(DATASET) --data-root "$(DATA_ROOT)" --backbone "$(BACKBONE)" \
 	  --cache-dir "$(CACHE_DIR)" --input $(INPUT) --workers $(WORKERS) --batch $(BATCH) \
-	  --detect-every $(DETECT_EVERY) --engine $(ENGINE) $(if $(AUDIO),--audio "$(AUDIO)") \
+	  --detect-every $(DETECT_EVERY) --engine $(ENGINE) --runtime $(RUNTIME) $(if $(AUDIO),--audio "$(AUDIO)") \
 	  $(if $(filter 1,$(SAVE_CROPS)),--save-crops) \
 	  $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(EMBEDDING_LAYER),--embedding-layer "$(EMBEDDING_LAYER)") $(EXTRACT_ARGS)
 

@@ -119,7 +119,9 @@ def run(cfg: BenchConfig, stages: tuple[str, ...], workdir: Path) -> dict:
             keyframes.quality(keyframes.media_videos(Path(cfg.clip), cfg.quick), cfg.detect_every, cfg.detector)
         )
     if "naive" in stages:
-        figures.update(naive.naive_rate(str(clip), backbone, cfg.detector, cfg.naive_frames))
+        # The loop a researcher writes by hand: Keras' model.predict on every frame.
+        keras_backbone = backbone if backbone.backend != "litert" else stage_one.load(cfg, runtime="keras")
+        figures.update(naive.naive_rate(str(clip), keras_backbone, cfg.detector, cfg.naive_frames))
     if "transport" in stages:
         shape = (8, 64, 64, 3) if cfg.quick else (64, 224, 224, 3)  # the GPU machine's resnet50 crops
         figures.update(transport.transport_rates(cfg.workers, 4 if cfg.quick else 40, shape))
@@ -173,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     gpu = f", {info['gpu']}" if info["gpu"] else ""
     print(
         f"\nmachine {info['machine']}: {info['cores']} cores, {info['cpu_model']}{gpu};"
-        f" backend {info['backend']}; backbone {cfg.backbone} ({figures.get('backbone_precision', cfg.precision)}),"
+        f" backend {info['backend']}; backbone {cfg.backbone} ({figures.get('backbone_precision', cfg.precision)}"
+        f" on {figures.get('backbone_runtime', '?')}),"
         f" {cfg.workers} workers; load average {info['load_avg_start']} -> {result['load_avg_end']}"
     )
     print(format_table(figures))

@@ -153,6 +153,10 @@ def side_by_side(clip: Path, copies: int, workdir: Path, workers: int) -> dict:
     ours_total, _ = timed(extract)
     summary = json.loads(summary_path(cache_path(cache, "affwild2", "fer")).read_text())
     noop, _ = timed(extract)
+    # A machine's first run also exports the LiteRT copy of the backbone (extract.litert), once.
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(workdir / "peer_models", ignore_errors=True)
+    first_run, _ = timed([*extract, "--models-dir", str(workdir / "peer_models")])
     frames = summary["frames"]
     ours_loop = frames / (summary.get("work_seconds") or summary["loop_seconds"])
     fer_loop_fps = fer["frames"] / fer["loop_s"]
@@ -172,6 +176,7 @@ def side_by_side(clip: Path, copies: int, workdir: Path, workers: int) -> dict:
         "peer_ratio_cold": round(ours_loop / fer_loop_fps, 1),
         "peer_ratio_total": round(fer_total / ours_total, 1),
         "peer_ours_noop_seconds": round(noop, 2),
+        "peer_ours_seconds_first_run": round(first_run, 2),
     }
 
 

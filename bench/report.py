@@ -213,6 +213,7 @@ TABLE = (
     ("python -m extract, defaults", "peer_ours_seconds_total", "s, command to exit"),
     ("python -m extract, defaults", "peer_ours_first_frame_s", "s, command to first decoded frame"),
     ("python -m extract, complete cache", "peer_ours_noop_seconds", "s, command to exit"),
+    ("python -m extract, a machine's first run", "peer_ours_seconds_first_run", "s, LiteRT export included"),
     ("ours vs fer", "peer_ratio_loop", "x, inside the loops (fer TFLite)"),
     ("ours vs fer", "peer_ratio_cold", "x, ours from a fresh process (fer TFLite)"),
     ("ours vs fer", "peer_ratio_loop_keras", "x, inside the loops (fer Keras)"),

@@ -162,14 +162,16 @@ def cpu_rates(clip: str, workers: int, detector: str, input_size: tuple, min_sec
     return out
 
 
-def load(cfg):
-    """The backbone the run benchmarks, with the batch size of the run."""
-    from extract.backbones import load_backbone
+def load(cfg, runtime: str = "auto"):
+    """The backbone the run benchmarks, as stage one loads it (``RUNTIME=auto``: the LiteRT copy on
+    the CPU path, exported first if this machine has none), with the batch size of the run."""
+    from extract.litert import load_inference_backbone
 
-    return load_backbone(
+    return load_inference_backbone(
         cfg.backbone,
-        weights=cfg.weights or None,
+        cfg.weights,
         precision=cfg.precision,
+        runtime=runtime,
         batch_size=cfg.batch,
         input_size=cfg.crop_size(),
     )
@@ -189,9 +191,17 @@ def backbone_rate(backbone, batch: int, min_seconds: float, seed: int = 0) -> di
         calls += 1
     seconds = time.perf_counter() - start
     rate = calls * batch / seconds
-    log.info("backbone_img_s: %s %s batch %d: %.1f images/s", backbone.name, backbone.precision, batch, rate)
+    log.info(
+        "backbone_img_s: %s %s on %s, batch %d: %.1f images/s",
+        backbone.name,
+        backbone.precision,
+        backbone.backend,
+        batch,
+        rate,
+    )
     return {
         "backbone_img_s": round(rate, 1),
         "backbone_precision": backbone.precision,
+        "backbone_runtime": backbone.backend,
         "embedding_dim": backbone.embedding_dim,
     }

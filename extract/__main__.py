@@ -8,6 +8,7 @@ import os
 import sys
 
 from core.config import add_fields
+from extract.litert import RUNTIMES
 from extract.pipeline import ENGINES, INPUT_MODES, TRANSPORTS, ExtractConfig, run_extract
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
             "detector": DETECTOR_MODELS,
             "transport": TRANSPORTS,
             "precision": PRECISIONS,
+            "runtime": RUNTIMES,
             "engine": ENGINES,
         },
     )

@@ -167,6 +167,9 @@ class Backbone:
         embedding_layer: name of the layer whose (pooled) output is the embedding.
         precision: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (the latter two: mixed).
         batch_size: images per model call in `embed`; every call has this size.
+        backend, backend_version: what runs `model`: the Keras backend, or ``litert``
+            (:mod:`extract.litert`), for the cache metadata.
+        keras_version: the Keras that built (or exported) the model.
     """
 
     name: str
@@ -178,6 +181,9 @@ class Backbone:
     embedding_layer: str
     precision: str = "float32"
     batch_size: int = 256
+    backend: str = ""
+    backend_version: str = ""
+    keras_version: str = ""
 
     def embed(self, images_uint8: np.ndarray) -> np.ndarray:
         """Embeds images in batches of at most `batch_size`.
@@ -305,7 +311,18 @@ def load_backbone(
         embedding_layer=layer,
         precision=precision,
         batch_size=batch_size,
+        **keras_runtime(),
     )
+
+
+def keras_runtime() -> dict:
+    """The Keras backend and versions running a Keras model, for `Backbone`."""
+    import keras
+
+    backend = keras.backend.backend()
+    module = __import__(backend) if backend in ("tensorflow", "jax", "torch") else None
+    version = getattr(module, "__version__", "")
+    return {"backend": backend, "backend_version": version, "keras_version": keras.__version__}
 
 
 def resolve_precision(precision: str) -> str:

@@ -19,6 +19,7 @@ from core.config import DEFAULT_BACKBONE, NO_BACKBONE, DataFields
 from core.registry import ConfigError
 from extract.cache import CacheLock, CacheMeta, cache_path, merge_shards, parts_dir_for, summary_path
 from extract.job_loop import JobLoop
+from extract.litert import runtime_for_cache
 from extract.plan import Plan, complete_cache, face_settings, plan_extraction, summary_head
 from extract.pool import CropFiles, WorkerPool
 from extract.worker import FaceSettings
@@ -68,6 +69,11 @@ class ExtractConfig(DataFields):
         chunk: frames a worker sends per message.
         precision: ``auto`` (mixed bfloat16 on a GPU with the jax backend, else float32),
             ``float32``, ``bfloat16`` or ``float16``.
+        runtime: RUNTIME: what runs the backbone: ``keras``, ``litert`` (its LiteRT copy, exported once per
+            machine, no TensorFlow: ``extract.litert``), or ``auto``: litert on the TensorFlow backend at
+            float32 (the CPU path), else keras.
+        models_dir: where the LiteRT copies live; empty: ``~/.cache/emotion-video/models``
+            (``$XDG_CACHE_HOME`` first).
         limit: extract at most this many videos (0: all).
         refresh: extract again the cached videos whose source changed since (their fingerprint,
             ``extract.fingerprint``, differs); without it they are listed and kept.
@@ -92,6 +98,8 @@ class ExtractConfig(DataFields):
     batch: int = 256
     chunk: int = 64
     precision: str = "auto"
+    runtime: str = "auto"
+    models_dir: str = ""
     limit: int = 0
     refresh: bool = False
     engine: str = "local"
@@ -153,13 +161,8 @@ def max_workers() -> int:
 
 
 def _meta(backbone, settings: FaceSettings, mode: str) -> CacheMeta:
-    import keras
-
     from extract.faces import FACE_POLICY
 
-    backend = keras.backend.backend()
-    backend_module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend, backend)
-    version = getattr(__import__(backend_module), "__version__", "")
     return CacheMeta(
         backbone=backbone.name,
         embedding_dim=backbone.embedding_dim,
@@ -169,9 +172,9 @@ def _meta(backbone, settings: FaceSettings, mode: str) -> CacheMeta:
         embedding_layer=backbone.embedding_layer,
         face_policy=FACE_POLICY,
         detector=settings.describe(mode),
-        keras_version=keras.__version__,
-        backend=backend,
-        backend_version=version,
+        keras_version=backbone.keras_version,
+        backend=backbone.backend,
+        backend_version=backbone.backend_version,
     )
 
 
@@ -248,6 +251,7 @@ def extract_table(cfg: ExtractConfig, table, mode: str, start: float | None = No
         complete = complete_cache(cfg, table, mode, plan)
         if complete is not None:
             return {**complete, "seconds": round(time.perf_counter() - start, 2)}
+        cfg = dataclasses.replace(cfg, runtime=runtime_for_cache(cfg.runtime, plan.backend))
         if cfg.engine == "ray":
             from extract.ray_engine import require_ray
 
@@ -263,15 +267,16 @@ def extract_table(cfg: ExtractConfig, table, mode: str, start: float | None = No
 
 
 def _load(cfg: ExtractConfig):
-    from extract.backbones import load_backbone
+    from extract.litert import load_inference_backbone
 
-    return load_backbone(
-        cfg.backbone, weights=cfg.weights or None, embedding_layer=cfg.embedding_layer or None, precision=cfg.precision
+    return load_inference_backbone(
+        cfg.backbone, cfg.weights, cfg.embedding_layer, cfg.precision, runtime=cfg.runtime, models_dir=cfg.models_dir
     )
 
 
 def _extract(cfg, pool: "WorkerPool | None", backbone, table, mode: str, start: float, plan: Plan, early, audio):
     backbone.batch_size = cfg.batch
+    cfg = dataclasses.replace(cfg, runtime="litert" if backbone.backend == "litert" else "keras")  # as it ran
     settings = face_settings(cfg, backbone.input_size)
     if early is not None and early != settings:
         raise ValueError(

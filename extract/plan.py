@@ -56,6 +56,7 @@ class Plan:
     changed: list
     missing: list
     jobs: list
+    backend: str = ""  # what computed the embeddings already cached (``CacheMeta.backend``); "": none yet
 
 
 def plan_extraction(cfg: ExtractConfig, table, mode: str, out: Path) -> Plan:
@@ -64,6 +65,7 @@ def plan_extraction(cfg: ExtractConfig, table, mode: str, out: Path) -> Plan:
 
     reader = CacheReader(out) if out.is_file() else None
     done = (set(reader.video_ids()) if reader else set()) | shard_video_ids(parts_dir_for(out))
+    backend = reader.meta.backend if reader else _shard_backend(parts_dir_for(out))
     changed = changed_sources(reader, table, mode, done) if reader else []
     if changed and cfg.refresh:
         log.info("extracting again %d videos whose source changed: %s", len(changed), ", ".join(changed[:5]))
@@ -73,7 +75,20 @@ def plan_extraction(cfg: ExtractConfig, table, mode: str, out: Path) -> Plan:
         done &= (set(CacheReader(path).video_ids()) if path.is_file() else set()) | shard_video_ids(parts_dir_for(path))
     jobs, missing = plan_jobs(table, mode, done)
     _warn(changed if not cfg.refresh else [], missing, mode)
-    return Plan(done, changed, missing, jobs[: cfg.limit] if cfg.limit else jobs)
+    return Plan(done, changed, missing, jobs[: cfg.limit] if cfg.limit else jobs, backend)
+
+
+def _shard_backend(parts: Path) -> str:
+    """The backend a finished shard of an interrupted first run records ("" if none is readable)."""
+    from extract.cache import CacheMeta, finished_shards, open_h5
+
+    for shard in finished_shards(parts):
+        try:
+            with open_h5(shard, "r") as f:
+                return CacheMeta.from_attrs(f.attrs).backend
+        except (OSError, KeyError, ValueError):
+            continue  # unreadable: merge_shards reports it with its path
+    return ""
 
 
 def _warn(changed: list[str], missing: list[str], mode: str) -> None:

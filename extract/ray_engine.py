@@ -198,12 +198,11 @@ class Embedder:
     """A Ray actor: the backbone, loaded once; a batch of rows in, their embeddings out (zeros where
     no face), the crops dropped."""
 
-    def __init__(self, backbone: str, weights: str, embedding_layer: str, precision: str, batch: int):
-        from extract.backbones import load_backbone
+    def __init__(self, backbone: str, weights: str, embedding_layer: str, precision: str, batch: int, **where):
+        from extract.litert import load_inference_backbone
 
-        self.backbone = load_backbone(
-            backbone, weights=weights or None, embedding_layer=embedding_layer or None, precision=precision
-        )
+        # where: the runtime the driver resolved (the cache's metadata says it) and the models folder.
+        self.backbone = load_inference_backbone(backbone, weights, embedding_layer, precision, **where)
         self.backbone.batch_size = batch
 
     def __call__(self, batch: dict) -> dict:
@@ -249,6 +248,8 @@ def stream(ray, cfg, jobs: list[Job], settings: FaceSettings, plan: Layout):
             "embedding_layer": cfg.embedding_layer,
             "precision": cfg.precision,
             "batch": cfg.batch,
+            "runtime": cfg.runtime,  # the one the driver's backbone runs on (extract.pipeline)
+            "models_dir": cfg.models_dir,
         },
         batch_size=cfg.batch,
         compute=ray.data.ActorPoolStrategy(size=plan.embedders),

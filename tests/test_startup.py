@@ -48,6 +48,14 @@ def test_a_complete_cache_returns_without_the_backend(extracted):
     assert (cache.stat().st_mtime_ns, summary_path(cache).read_text()) == before  # nothing written
 
 
+def test_a_fresh_extraction_runs_without_tensorflow(extracted, tmp_path):
+    root, args = extracted  # the first extraction exported the backbone's LiteRT copy (extract.litert)
+    fresh = [*args[: args.index("--cache-dir")], "--cache-dir", str(tmp_path), *args[args.index("--cache-dir") + 2 :]]
+    result, done = _probe(fresh)
+    assert result == {"code": 0, "tensorflow": False, "keras": False}, done.stderr
+    assert CacheReader(cache_path(tmp_path, "synthetic", "fer")).meta.backend == "litert"
+
+
 def test_a_changed_setting_on_a_complete_cache_is_still_refused(extracted):
     root, args = extracted
     result, done = _probe([*args, "--margin", "0.4"])
