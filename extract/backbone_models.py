@@ -129,7 +129,7 @@ def _load_weights(model, path: str, name: str) -> str:
     except (ValueError, OSError, KeyError) as err:
         raise ValueError(
             f"{path}: cannot load these weights into backbone '{name}' (expected a .weights.h5 or "
-            f".h5 file saved from the same architecture): {_first_line(err)}"
+            f".h5 file saved from the same architecture): {first_line(err)}"
         ) from err
     return sha256_file(path)
 
@@ -256,7 +256,7 @@ def build_file_model(path: str, input_size: tuple | None) -> BuiltModel:
     try:
         model = keras.models.load_model(file, safe_mode=True, compile=False)
     except (ValueError, OSError, KeyError, zipfile.BadZipFile) as err:
-        reason = _first_line(err)
+        reason = first_line(err)
         raise ValueError(f"{path}: not a loadable Keras model (.keras): {reason}") from err
     if not getattr(model, "inputs", None):
         raise ValueError(
@@ -290,6 +290,7 @@ def _identity(x):
     return x
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """An error's first line (its type's name when it has no text), for one-line messages."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__

@@ -173,8 +173,7 @@ def export_copy(path: Path, name: str, weights: str, embedding_layer: str, input
         ) from err
     except Exception as err:  # the converter's errors share no narrower base class
         tmp.unlink(missing_ok=True)
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ExportError(f"backbone '{name}': Keras could not export it for LiteRT ({reason})") from err
+        raise ExportError(f"backbone '{name}': Keras could not export it for LiteRT ({bm.first_line(err)})") from err
     meta = {**backbone.metadata(), "keras_version": backbone.keras_version}
     meta["input_size"] = list(meta["input_size"])
     os.replace(tmp, path)
@@ -198,7 +197,7 @@ def _open_copy(path: Path, num_threads: int) -> tuple[LiteRTModel, dict] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, RuntimeError, AttributeError) as err:
-        log.warning("%s: unreadable LiteRT copy (%s); exporting it again", path, str(err).splitlines()[0])
+        log.warning("%s: unreadable LiteRT copy (%s); exporting it again", path, bm.first_line(err))
         return None
 
 
