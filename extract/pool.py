@@ -120,9 +120,9 @@ class WorkerPool:
             p.join(timeout=5)
             if p.is_alive():
                 p.terminate()
-        drained = exc_type is None and all(p.exitcode == 0 for p in self.procs)
-        self.rings.close(drained)
-        close_queues((self.jobs, self.results), drained)
+        stopped = exc_type is not None or any(p.exitcode != 0 for p in self.procs)
+        self.rings.close(stopped)
+        close_queues((self.jobs, self.results), stopped)
 
 
 class CropFiles:

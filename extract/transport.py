@@ -26,9 +26,11 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import queue as queue_lib
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 
@@ -106,8 +108,8 @@ class CropRings:
         self.free[worker].put(slot)
         return rows
 
-    def close(self, wait: bool = True) -> None:
-        """Removes the rings (the workers have stopped or are being stopped; ``wait``: see
+    def close(self, readers_gone: bool = False) -> None:
+        """Removes the rings (the workers have stopped or are being stopped; ``readers_gone``: see
         :func:`close_queues`)."""
         self._views.clear()
         for worker, shm in enumerate(self._shm):
@@ -116,19 +118,21 @@ class CropRings:
                 shm.unlink()
         self._shm.clear()
         self._linked.clear()
-        close_queues(self.free, wait)
+        close_queues(self.free, readers_gone)
 
 
-def close_queues(queues, wait: bool = True) -> None:
+def close_queues(queues, readers_gone: bool = False) -> None:
     """Closes queues and waits for their feeder threads: a feeder still running holds the queue's
     named semaphores, which a process ending in ``os._exit`` then leaves to the resource tracker
-    ("leaked semaphore objects"). ``wait=False`` when no reader may be left to drain them."""
+    ("leaked semaphore objects"). ``readers_gone``: the processes that read them were stopped, so
+    this one reads what they left first, or a feeder blocked on a full pipe would never end."""
     for queue in queues:
+        if readers_gone:
+            with contextlib.suppress(queue_lib.Empty, OSError, EOFError):
+                while True:
+                    queue.get(timeout=0.05)
         queue.close()
-        if wait:
-            queue.join_thread()
-        else:
-            queue.cancel_join_thread()
+        queue.join_thread()
 
 
 def _shm_room() -> int:

@@ -3,6 +3,7 @@ workers, yet a changed setting is still refused; the workers start decoding befo
 loaded, and the summary says when the first frame was decoded. Real videos, real caches."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -28,6 +29,8 @@ def extracted(tmp_path_factory):
     args += ["--input", "video", "--workers", "2"]
     first = subprocess.run([sys.executable, "-m", "extract", *args], capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
+    # The run ends in os._exit: every queue's semaphores must be released before (extract.pool).
+    assert "resource_tracker" not in first.stderr
     return root, args
 
 
@@ -54,6 +57,21 @@ def test_a_fresh_extraction_runs_without_tensorflow(extracted, tmp_path):
     result, done = _probe(fresh)
     assert result == {"code": 0, "tensorflow": False, "keras": False}, done.stderr
     assert CacheReader(cache_path(tmp_path, "synthetic", "fer")).meta.backend == "litert"
+
+
+def test_a_run_stopped_by_a_setting_error_says_one_line_and_leaks_nothing(extracted, tmp_path):
+    root, args = extracted
+    fresh = [*args[: args.index("--cache-dir")], "--cache-dir", str(tmp_path), *args[args.index("--cache-dir") + 2 :]]
+    env = {**os.environ, "KERAS_BACKEND": "jax"}  # LiteRT copies are exported with TensorFlow only
+    cmd = [sys.executable, "-m", "extract", *fresh, "--runtime", "litert"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: --runtime litert is exported with the TensorFlow backend, not KERAS_BACKEND=jax; "
+        "or pass --runtime keras"
+    ]
+    assert "Traceback" not in done.stderr and "resource_tracker" not in done.stderr
 
 
 def test_a_changed_setting_on_a_complete_cache_is_still_refused(extracted):
