@@ -15,7 +15,7 @@ is written last, so a copy counts only once whole; an unreadable copy is exporte
 
 Example::
 
-    backbone = load_inference_backbone("fer", runtime="auto", models_dir="/tmp/models")
+    backbone = load_inference_backbone("fer", runtime="auto")  # the copy in ~/.cache/emotion-video/models
     backbone.backend, backbone.embed(np.zeros((3, 64, 64, 1), np.uint8)).shape
     # ('litert', (3, 128))
 """
@@ -156,21 +156,27 @@ class ExportError(ValueError):
     """The LiteRT copy could not be made: an op the converter lacks, or a models folder not writable."""
 
 
+def _unwritable(path: Path, err: OSError) -> ExportError:
+    return ExportError(f"{path.parent}: cannot write the LiteRT copy ({err.strerror or err}); pass --models-dir")
+
+
 def export_copy(path: Path, name: str, weights: str, embedding_layer: str, input_size, seed: int) -> dict:
     """Builds the Keras backbone, exports its uint8 -> embedding model to ``path``; returns its metadata."""
     from extract.backbones import load_backbone
 
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tflite")  # Keras wants the .tflite suffix
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # first: a folder that can't be written fails before the build
+    except OSError as err:
+        raise _unwritable(path, err) from err
     backbone = load_backbone(
         name, weights=weights or None, embedding_layer=embedding_layer or None, seed=seed, input_size=input_size
     )
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tflite")  # Keras wants the .tflite suffix
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         backbone.model.export(str(tmp), format="litert", verbose=False)
     except OSError as err:
-        raise ExportError(
-            f"{path.parent}: cannot write the LiteRT copy ({err.strerror or err}); pass --models-dir"
-        ) from err
+        tmp.unlink(missing_ok=True)
+        raise _unwritable(path, err) from err
     except Exception as err:  # the converter's errors share no narrower base class
         tmp.unlink(missing_ok=True)
         raise ExportError(f"backbone '{name}': Keras could not export it for LiteRT ({bm.first_line(err)})") from err

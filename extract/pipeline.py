@@ -19,7 +19,7 @@ from core.config import DEFAULT_BACKBONE, NO_BACKBONE, DataFields
 from core.registry import ConfigError
 from extract.cache import CacheLock, CacheMeta, cache_path, merge_shards, parts_dir_for, summary_path
 from extract.job_loop import JobLoop
-from extract.litert import runtime_for_cache
+from extract.litert import resolve_runtime, runtime_for_cache
 from extract.plan import Plan, complete_cache, face_settings, plan_extraction, summary_head
 from extract.pool import CropFiles, WorkerPool
 from extract.worker import FaceSettings
@@ -252,6 +252,7 @@ def extract_table(cfg: ExtractConfig, table, mode: str, start: float | None = No
         if complete is not None:
             return {**complete, "seconds": round(time.perf_counter() - start, 2)}
         cfg = dataclasses.replace(cfg, runtime=runtime_for_cache(cfg.runtime, plan.backend))
+        resolve_runtime(cfg.runtime, cfg.precision)  # a runtime this machine can't run fails before any worker
         if cfg.engine == "ray":
             from extract.ray_engine import require_ray
 

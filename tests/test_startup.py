@@ -51,9 +51,14 @@ def test_a_complete_cache_returns_without_the_backend(extracted):
     assert (cache.stat().st_mtime_ns, summary_path(cache).read_text()) == before  # nothing written
 
 
+def _with_cache_dir(args: list[str], cache_dir) -> list[str]:
+    at = args.index("--cache-dir")
+    return [*args[:at], "--cache-dir", str(cache_dir), *args[at + 2 :]]
+
+
 def test_a_fresh_extraction_runs_without_tensorflow(extracted, tmp_path):
     root, args = extracted  # the first extraction exported the backbone's LiteRT copy (extract.litert)
-    fresh = [*args[: args.index("--cache-dir")], "--cache-dir", str(tmp_path), *args[args.index("--cache-dir") + 2 :]]
+    fresh = _with_cache_dir(args, tmp_path)
     result, done = _probe(fresh)
     assert result == {"code": 0, "tensorflow": False, "keras": False}, done.stderr
     assert CacheReader(cache_path(tmp_path, "synthetic", "fer")).meta.backend == "litert"
@@ -61,7 +66,7 @@ def test_a_fresh_extraction_runs_without_tensorflow(extracted, tmp_path):
 
 def test_a_run_stopped_by_a_setting_error_says_one_line_and_leaks_nothing(extracted, tmp_path):
     root, args = extracted
-    fresh = [*args[: args.index("--cache-dir")], "--cache-dir", str(tmp_path), *args[args.index("--cache-dir") + 2 :]]
+    fresh = _with_cache_dir(args, tmp_path)
     env = {**os.environ, "KERAS_BACKEND": "jax"}  # LiteRT copies are exported with TensorFlow only
     cmd = [sys.executable, "-m", "extract", *fresh, "--runtime", "litert"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
