@@ -4,6 +4,7 @@ once, and the parent never imports them. Real processes, read through /proc."""
 import importlib.util
 import json
 import multiprocessing as mp
+import os
 import subprocess
 import sys
 
@@ -58,3 +59,22 @@ def test_workers_fork_from_one_server_that_imported_mediapipe_and_librosa():
     assert seen["server_mediapipe"] and seen["server_numba"]
     assert not seen["parent_mediapipe"] and not seen["parent_librosa"]
     assert end["exitcodes"] == [0, 0]
+
+
+@pytest.mark.skipif("forkserver" not in mp.get_all_start_methods(), reason="no fork on this platform")
+def test_a_worker_runs_opencv_on_one_thread():
+    # OpenCV's own pool would split each small flow and resize over every core and spin: 27% of a worker.
+    probe = (
+        "import cv2, json\n"
+        "from extract.pool import worker_context\n"
+        "if __name__ == '__main__':\n"
+        "    with worker_context(['cv2']).Pool(1) as pool:\n"
+        "        print(json.dumps({'worker': pool.apply(cv2.getNumThreads), 'parent': cv2.getNumThreads()}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FOR_THREADS_NUM"}  # a test may have imported worker_env
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    threads = json.loads(done.stdout.strip().splitlines()[-1])
+    assert threads["worker"] == 1
+    if (os.cpu_count() or 1) > 1:
+        assert threads["parent"] > 1  # only the workers: the parent's own pool is left as it is
