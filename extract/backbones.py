@@ -214,10 +214,11 @@ class Backbone:
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
         size = int(self.batch_size)
+        slice_size = getattr(self.model, "slice_size", 0)
         out = np.empty((len(images), self.embedding_dim), dtype=np.float32)
         for start in range(0, len(images), size):
             chunk = images[start : start + size]
-            bucket = padded_size(len(chunk), size)
+            bucket = padded_size(len(chunk), size, slice_size)
             if len(chunk) < bucket:
                 batch = np.zeros((bucket,) + tuple(self.input_size), dtype=np.uint8)
                 batch[: len(chunk)] = chunk
@@ -382,11 +383,17 @@ def _embedding_model(name: str, base, layer_name: str, preprocess: Callable, inp
     return keras.Model(images, outputs, name=re.sub(r"\W", "_", name) + "_embedding")
 
 
-def padded_size(n: int, batch_size: int) -> int:
-    """The batch shape ``n`` images are padded to: the next power of two, from 8 up to ``batch_size``."""
+def padded_size(n: int, batch_size: int, slice_size: int = 0) -> int:
+    """The batch shape ``n`` images are padded to: the next power of two, from 8 up to ``batch_size``.
+
+    A model that runs a batch in slices of ``slice_size`` (``extract.litert.LiteRTModel``) needs
+    more than one slice padded only to a whole number of slices: 130 images are 160, not 256.
+    """
     bucket = 8
     while bucket < n:
         bucket *= 2
+    if slice_size and n > slice_size:
+        bucket = -(-n // slice_size) * slice_size
     return min(bucket, batch_size)
 
 

@@ -178,6 +178,13 @@ def test_padded_size_buckets():
     assert padded_size(3, 4) == 4 and padded_size(20, 24) == 24
 
 
+def test_a_sliced_model_pads_to_whole_slices_not_to_a_power_of_two():
+    # LiteRT runs 32 at a time: 130 crops cost 5 slices, not the 8 of a 256 bucket.
+    sizes = (1, 9, 20, 32, 33, 100, 130, 250, 256)
+    assert [padded_size(n, 256, 32) for n in sizes] == [8, 16, 32, 32, 64, 128, 160, 256, 256]
+    assert padded_size(100, 96, 32) == 96
+
+
 def test_embed_pads_the_last_batch_to_a_bucket(fer):
     images = _crops(6, fer.input_size)
     recorder = _RecordingModel(fer.model)

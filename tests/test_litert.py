@@ -53,6 +53,14 @@ def test_the_copy_gives_the_keras_embeddings(copy):
     assert copy.metadata() == keras_fer.metadata()  # what the cache records of the backbone itself
 
 
+def test_slices_give_the_embeddings_of_one_call(copy):
+    crops = _crops(100)  # slices of 32, 32, 32 and 4
+    whole = litert.LiteRTModel(copy.model.path, num_threads=2)
+    whole.slice_size = 128
+    np.testing.assert_array_equal(copy.model.predict_on_batch(crops), whole.predict_on_batch(crops))
+    np.testing.assert_array_equal(copy.model.predict_on_batch(crops[:5]), whole.predict_on_batch(crops)[:5])
+
+
 def test_the_copy_is_exported_once_and_opened_after(copy, models, monkeypatch):
     files = sorted(p.name for p in models.iterdir())
     assert len(files) == 2 and files[0].startswith("fer-") and {Path(f).suffix for f in files} == {".json", ".tflite"}
