@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import os
 import queue as queue_lib
-import sys
 import time
 
 import numpy as np
@@ -56,11 +54,7 @@ def _cpu_child(
 
     Sends ``(task index, frames, start, end)`` on the system-wide monotonic clock.
     """
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as extract.worker: one core per process
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    # mediapipe imports TensorFlow only for its API docs and falls back when it is missing:
-    # without this a process takes ~10 s and ~700 MiB more to start, and detects the same boxes.
-    sys.modules.setdefault("tensorflow", None)
+    from extract import worker_env  # noqa: F401  (a worker's process: one thread, no TensorFlow)
     from extract.faces import FaceDetector, SubjectTracker
 
     detectors = {}

@@ -2,7 +2,7 @@
 
 On a CPU, TensorFlow's import costs 2.7-4.5 core-seconds in every process, and fer's mini-Xception
 0.74-0.88 core-ms an image on it; LiteRT (``ai-edge-litert``, XNNPACK) imports in 0.08 s and runs
-the same weights at 0.39-0.48 core-ms an image, within 1.1e-6 of TensorFlow's float32 outputs
+the same weights at 0.34 core-ms an image (in slices of 32), within 1.1e-6 of TensorFlow's float32 outputs
 (docs/benchmarks.md). :func:`load_inference_backbone` is what stage one loads: with
 ``runtime="auto"`` it takes the LiteRT copy on the TensorFlow backend at float32, and Keras
 everywhere else (JAX on a GPU, 16-bit precisions).
