@@ -15,7 +15,6 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -140,12 +139,9 @@ def side_by_side(clip: Path, copies: int, workdir: Path, workers: int) -> dict:
     cache = workdir / "peer_cache"
     shutil.rmtree(cache, ignore_errors=True)
 
-    # Both tools start from a user's shell: no thread limit a stage of this bench set for its own processes.
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")}
-
     def timed(cmd: list[str]) -> tuple[float, str]:
         start = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         return time.perf_counter() - start, done.stdout
 
     fer_total, out = timed([sys.executable, "-m", "bench.peer_fer", *videos])
