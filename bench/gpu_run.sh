@@ -3,8 +3,9 @@
 # then the backbone alone for the distillation students beside their teacher (STUDENTS=0 skips it).
 #
 # Run from the repository root on the device machine. Its image has JAX (CUDA), h5py, OpenCV,
-# pandas, scikit-learn, tqdm and matplotlib; the rest (keras, namex, optree, mediapipe 0.10.21,
-# protobuf 4.25.9, fer: 38 MB) is carried as cp312 wheels in .whl/ (`make gpu-wheels` here), with
+# pandas, scikit-learn, tqdm and matplotlib; the rest (keras, namex, optree, ai-edge-litert 2.3.0,
+# protobuf 4.25.9, fer: 26 MB) is carried as cp312 wheels in .whl/ (`make gpu-wheels` here), beside
+# mediapipe 0.10.21's two BlazeFace models (.whl/mediapipe/modules/face_detection/), with
 # the test media in tests/media/ (`make media`); both are git-ignored, hence carried:
 #   run(command="bash bench/gpu_run.sh", carry=[".whl", "tests/media"])
 # Extra arguments go to `python -m bench` (e.g. --stages stage_one,backbone to split the run).
@@ -27,7 +28,8 @@ if [ ! -f "$CLIP" ]; then
 fi
 
 "$PYTHON" -m pip install --quiet --no-index --no-deps --target /tmp/site .whl/*.whl
-export PYTHONPATH="/tmp/site:$PWD"
+# .whl holds mediapipe/modules/face_detection/*.tflite, where extract.blazeface looks for them.
+export PYTHONPATH="/tmp/site:$PWD:$PWD/.whl"
 export KERAS_BACKEND=jax
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # the bench process and the extraction process share the GPU
 export TF_CPP_MIN_LOG_LEVEL=2

@@ -259,7 +259,7 @@ def _cut(frame, det, settings: FaceSettings):
 
 
 def make_detector(settings: FaceSettings):
-    """The BlazeFace detector of ``settings`` (mediapipe loads a runtime: frames mode never calls this)."""
+    """The BlazeFace detector of ``settings`` (LiteRT interpreters: frames mode never calls this)."""
     from extract.faces import FaceDetector
 
     return FaceDetector(model=settings.detector, min_score=settings.min_score)
@@ -274,13 +274,13 @@ def worker_main(jobs, results, warm_up_detector: bool, worker: int = 0, free=Non
     A job that fails sends :class:`JobFailed` with the reason and the worker goes on with the next:
     one bad file never stops the others.
     """
-    from extract import worker_env  # noqa: F401  (no TensorFlow, one thread: before mediapipe)
+    from extract import worker_env  # noqa: F401  (no TensorFlow, one thread: before numpy and OpenCV)
     from extract.sources import SourceError
     from extract.transport import RingSender
 
     send = RingSender(worker, free, results) if free is not None else results.put
     if warm_up_detector:
-        import mediapipe  # noqa: F401  (its import takes seconds: pay it while the model loads)
+        from extract import blazeface  # noqa: F401  (LiteRT's import: paid while the model loads)
     if warm_up_audio:  # the audio of the decode pass (extract.audio_pass): its imports, now as well
         from extract.audio import warm_up
 

@@ -58,7 +58,7 @@ def test_unknown_model_and_bad_score():
 
 def test_default_model_finds_the_face_on_nearly_every_frame(detectors):
     detector = detectors[DEFAULT_DETECTOR]
-    assert DEFAULT_DETECTOR in detector.description and "mediapipe 0.10.21" in detector.description
+    assert DEFAULT_DETECTOR in detector.description and "mediapipe 0.10.21's models on LiteRT" in detector.description
     rates = []
     for _, rgb in iter_video(media("single_face.mp4")):
         faces = detector.detect(rgb)

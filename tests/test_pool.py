@@ -1,5 +1,6 @@
-"""The worker processes: they fork from one server that has paid their imports (mediapipe, librosa)
-once, and the parent never imports them. Real processes, read through /proc."""
+"""The worker processes: they fork from one server that has paid their imports (LiteRT for BlazeFace,
+librosa) once, and the parent never imports them, nor mediapipe anywhere. Real processes, read
+through /proc."""
 
 import importlib.util
 import json
@@ -27,8 +28,9 @@ with WorkerPool(2, warm_up_detector=True, warm_up_audio="logmel") as pool:
     maps = Path(f"/proc/{min(server)}/maps").read_text()
     print(json.dumps({
         "server": sorted(server), "parent": os.getpid(),
-        "server_mediapipe": "_framework_bindings" in maps, "server_numba": "llvmlite" in maps,
-        "parent_mediapipe": "mediapipe" in sys.modules, "parent_librosa": "librosa" in sys.modules,
+        "server_litert": "_pywrap_litert_interpreter_wrapper" in maps, "server_numba": "llvmlite" in maps,
+        "server_mediapipe": "_framework_bindings" in maps,
+        "parent_blazeface": "extract.blazeface" in sys.modules, "parent_librosa": "librosa" in sys.modules,
     }))
 print(json.dumps({"exitcodes": [p.exitcode for p in pool.procs]}))
 """
@@ -41,7 +43,8 @@ def test_every_module_the_workers_preload_exists(detector, audio):
     if audio == "egemaps" and importlib.util.find_spec("opensmile") is None:
         modules.remove("opensmile")
     assert [m for m in modules if importlib.util.find_spec(m) is None] == []
-    assert ("mediapipe" in modules) == detector and any(m.startswith("librosa") for m in modules) == (
+    assert "mediapipe" not in modules
+    assert ("extract.blazeface" in modules) == detector and any(m.startswith("librosa") for m in modules) == (
         audio in ("logmel", "mfcc")
     )
 
@@ -51,13 +54,14 @@ def test_a_file_model_adds_no_import_to_the_workers():
 
 
 @pytest.mark.skipif("forkserver" not in mp.get_all_start_methods(), reason="no fork on this platform")
-def test_workers_fork_from_one_server_that_imported_mediapipe_and_librosa():
+def test_workers_fork_from_one_server_that_imported_litert_and_librosa():
     done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     seen, end = (json.loads(line) for line in done.stdout.strip().splitlines()[-2:])
     assert len(seen["server"]) == 1 and seen["server"][0] != seen["parent"]
-    assert seen["server_mediapipe"] and seen["server_numba"]
-    assert not seen["parent_mediapipe"] and not seen["parent_librosa"]
+    assert seen["server_litert"] and seen["server_numba"]
+    assert not seen["server_mediapipe"]  # BlazeFace runs on LiteRT: mediapipe's runtime is never loaded
+    assert not seen["parent_blazeface"] and not seen["parent_librosa"]
     assert end["exitcodes"] == [0, 0]
 
 
