@@ -1,6 +1,6 @@
 """BlazeFace on LiteRT: mediapipe 0.10.21's face detection graphs, without mediapipe's runtime.
 
-mediapipe's legacy ``FaceDetection`` solution costs 7.8-7.9 core-ms a frame for the full-range
+mediapipe's legacy ``FaceDetection`` solution costs 7.8-7.9 core-ms a call for the full-range
 model on the 2-core VM, of which the model itself is 4.2 (docs/benchmarks.md); the rest is its graph
 and its Python bindings. :class:`BlazeFaceModel` runs the very ``.tflite`` files of the mediapipe
 wheel with ``ai-edge-litert`` (XNNPACK, one thread) and does what the graph does around them, step
