@@ -30,6 +30,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from ai_edge_litert.interpreter import Interpreter
 
 _F = np.float32
 
@@ -100,8 +101,6 @@ class BlazeFaceModel:
     """
 
     def __init__(self, model: str, min_score: float = 0.5, num_threads: int = 1):
-        from ai_edge_litert.interpreter import Interpreter
-
         self.spec = SPECS[model]
         self.min_score = _F(max(float(min_score), self.spec.floor))
         self._interpreter = Interpreter(model_path=str(model_path(self.spec)), num_threads=num_threads)
@@ -177,7 +176,7 @@ class BlazeFaceModel:
 def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray) -> list[tuple]:
     """mediapipe's WEIGHTED non-maximum suppression on boxes sorted by score, best first: each kept
     face is the score-weighted mean of every remaining box whose IoU with the best one exceeds 0.3
-    (itself included), with the best one's score. Returns ``(box, score, keypoints)`` triples."""
+    (itself included), with the best one's score. Returns ``(box, score, keypoints)`` triples, best first."""
     corners = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1)
     area = boxes[:, 2] * boxes[:, 3]
     flat = np.concatenate([corners, keypoints.reshape(len(boxes), -1)], 1)

@@ -135,8 +135,7 @@ class FaceDetector:
             found = model.detect(frame_rgb)
             if found:
                 break
-        faces = [Detection(box=box, score=score, keypoints=points) for box, score, points in found]
-        return sorted(faces, key=lambda face: -face.score)
+        return [Detection(box=box, score=score, keypoints=points) for box, score, points in found]  # best first
 
     def close(self) -> None:
         for model in self._models or []:

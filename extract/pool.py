@@ -23,7 +23,7 @@ def worker_imports(detector: bool, audio: str) -> list[str]:
 
     imports = ["extract.worker", "extract.transport", "extract.sources"]
     if detector:
-        imports += ["ai_edge_litert.interpreter", "extract.blazeface", "extract.faces", "extract.keyframes"]
+        imports += ["extract.blazeface", "extract.faces", "extract.keyframes"]  # blazeface imports LiteRT
     sound = audio_imports(audio)  # none for a ``file:`` model: it runs in the run's own audio process
     if sound:
         imports += ["extract.audio_pass", *sound]

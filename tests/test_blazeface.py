@@ -72,7 +72,7 @@ def test_min_score_above_the_floor_drops_faces_and_below_it_changes_nothing():
 
 def test_weighted_nms_averages_overlapping_boxes_by_score():
     boxes = np.array([[0.1, 0.1, 0.2, 0.2], [0.12, 0.1, 0.2, 0.2], [0.6, 0.6, 0.1, 0.1]], np.float32)
-    scores = np.array([0.9, 0.6, 0.7], np.float32)  # sorted? no: the caller sorts; here 0 and 1 overlap
+    scores = np.array([0.9, 0.6, 0.7], np.float32)  # boxes 0 and 1 overlap; weighted_nms takes them best first
     keypoints = np.zeros((3, 6, 2), np.float32)
     keypoints[1] += 1.0
     order = np.argsort(-scores, kind="stable")
