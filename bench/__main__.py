@@ -52,7 +52,7 @@ _HELP = {
     "batch": "crops per inference call",
     "workers": "decode/detect processes (0: one per core)",
     "detector": "BlazeFace model of the end-to-end run (full+short, full, short)",
-    "detect_every": "keyframes stage: detect every N frames, optical flow between (extract --detect-every)",
+    "detect_every": "keyframes stage: detect every N frames, interpolate between (extract --detect-every)",
     "clip": "the real video every stage reads",
     "clip_frames": "use only the first frames of the clip (0: all)",
     "videos": "copies of the clip in the end-to-end dataset (0: two per worker)",

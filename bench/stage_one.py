@@ -32,14 +32,13 @@ def _one_pass(mode: str, clip: str, det, tracker, input_size: tuple, every: int)
     from extract.keyframes import KeyframeDetector
     from extract.sources import iter_video
 
-    if mode == "keyframes":
-        det = KeyframeDetector(det, every)
+    videos = iter_video(clip)
+    if mode == "decode":
+        return sum(1 for _ in videos)
+    faces = KeyframeDetector(det, every if mode == "keyframes" else 1)
     frames = 0
-    for _, rgb in iter_video(clip):
+    for _, rgb, found in faces.stream(videos):
         frames += 1
-        if mode == "decode":
-            continue
-        found = det.detect(rgb)
         if mode == "worker":
             face = tracker.update(found, rgb.shape[1])
             if face is not None:
@@ -83,8 +82,9 @@ def run_tasks(
     Args:
         tasks: ``mode`` is ``decode`` (OpenCV decode + BGR->RGB, as ``extract.sources.iter_video``),
             ``detect`` (and BlazeFace ``detector`` on every frame), ``keyframes`` (the detector every
-            ``every`` frames, optical flow in between: ``extract.keyframes``) or ``worker`` (and the subject
-            tracker, the face crop and ``to_model_input``: all an extraction worker computes);
+            ``every`` frames, faces interpolated between agreeing ones: ``extract.keyframes``) or
+            ``worker`` (and the subject tracker, the face crop and ``to_model_input``: all a worker
+            computes with ``DETECT_EVERY=1``);
             ``detector`` an ``extract.faces.DETECTOR_MODELS`` name; ``processes`` how many at once.
         clip: the video each process goes through until ``min_seconds`` have passed.
         input_size: the backbone's crop size (``worker`` mode).

@@ -324,11 +324,14 @@ def _reduce_around(frame, cx, cy, side, spread, shrink):
         start = round(centre - side / 2.0) - k * math.ceil((reach - side / 2.0) / k)
         corners.append((start, k * math.ceil((centre + reach - start) / k)))
     (left, n_x), (top, n_y) = corners
-    region = np.zeros((n_y, n_x, 3), dtype=np.uint8)
     height, width = frame.shape[:2]
     fx0, fy0 = max(left, 0), max(top, 0)
     fx1, fy1 = min(left + n_x, width), min(top + n_y, height)
-    if fx1 > fx0 and fy1 > fy0:
-        region[fy0 - top : fy1 - top, fx0 - left : fx1 - left] = frame[fy0:fy1, fx0:fx1]
+    if (fx0, fy0, fx1, fy1) == (left, top, left + n_x, top + n_y):
+        region = frame[top:fy1, left:fx1]  # inside the frame: OpenCV reads the view, no padded copy
+    else:
+        region = np.zeros((n_y, n_x, 3), dtype=np.uint8)
+        if fx1 > fx0 and fy1 > fy0:
+            region[fy0 - top : fy1 - top, fx0 - left : fx1 - left] = frame[fy0:fy1, fx0:fx1]
     reduced = cv2.resize(region, (n_x // k, n_y // k), interpolation=cv2.INTER_AREA)
     return reduced, (cx - left) / k, (cy - top) / k, side / k

@@ -55,9 +55,10 @@ class ExtractConfig(DataFields):
             policy (``extract.backbones.CropPolicy``: fer 0, the ImageNet backbones 0.25).
         align: rotate crops so the eyes are level (also on when the backbone's crop policy aligns).
         detect_every: DETECT_EVERY: video mode, run the face detector every this many frames and
-            carry the faces between them with optical flow (``extract.keyframes``; 10, the default:
-            the detector runs on 10-25% of the frames, face-hit rate within 0.3 points and box IoU
-            0.956 of detection on every frame, docs/benchmarks.md); 1: detect on every frame.
+            interpolate the faces between two keyframes that agree, detecting again in between where
+            they do not (``extract.keyframes``; 10, the default: the detector runs on 11-25% of the
+            frames, the same face-hit rate and box IoU 0.967 of detection on every frame on the
+            real test media, docs/benchmarks.md); 1: detect on every frame.
         save_crops: SAVE_CROPS=1: video mode, also store every face crop, JPEG-encoded, in the
             sibling ``<backbone>.crops.h5`` (``extract.crops``), for fine-tuning.
         crop_size: the side of the saved crops, in pixels.

@@ -59,7 +59,7 @@ class FaceSettings:
             return "dataset crops (cropped_aligned); a missing jpg is a frame without a face"
         text = f"blazeface-{self.detector} min_score={self.min_score} margin={self.margin} align={self.align}"
         if self.detect_every > 1:
-            text += f" detect_every={self.detect_every} (keyframes; optical flow carries faces between them)"
+            text += f" detect_every={self.detect_every} (keyframes; faces interpolated between keyframes that agree)"
         return text
 
 
@@ -191,8 +191,7 @@ def _run_video(job: Job, settings: FaceSettings, detector, stats: JobStats) -> I
     from extract.keyframes import KeyframeDetector
     from extract.sources import iter_video
 
-    if settings.detect_every > 1:
-        detector = KeyframeDetector(detector, settings.detect_every)  # one per video: its first frame is a keyframe
+    faces = KeyframeDetector(detector, settings.detect_every)  # one per video: its first frame is a keyframe
     sound = None
     if job.audio is not None:
         from extract.audio_pass import AudioPass
@@ -200,9 +199,7 @@ def _run_video(job: Job, settings: FaceSettings, detector, stats: JobStats) -> I
         sound = AudioPass(job.audio, job.path)  # the audio of this same pass: the video is decoded once
     trackers = [_Subject(s, job.job_id, settings) for s in job.subjects]
     try:
-        for frame_index, frame in iter_video(job.path, audio=sound):
-            stats.first = stats.first or time.time()
-            detections = detector.detect(frame)
+        for frame_index, frame, detections in faces.stream(_stamped(iter_video(job.path, audio=sound), stats)):
             for subject in trackers:
                 subject.add(frame_index, frame, detections, stats)
             stats.frames += 1
@@ -212,7 +209,14 @@ def _run_video(job: Job, settings: FaceSettings, detector, stats: JobStats) -> I
     finally:
         if sound is not None and stats.audio is None:
             stats.audio = sound.finish() if stats.frames and sys.exc_info()[0] is None else sound.abort()
-    stats.detected = detector.stats["detected"] if settings.detect_every > 1 else stats.frames
+    stats.detected = faces.stats["detected"]
+
+
+def _stamped(frames: Iterator, stats: JobStats) -> Iterator:
+    """``frames``, noting in ``stats`` when the first one was decoded (the start-up figures)."""
+    for item in frames:
+        stats.first = stats.first or time.time()
+        yield item
 
 
 class _Subject:

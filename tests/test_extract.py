@@ -253,7 +253,7 @@ def test_keyframes_fill_the_cache_like_per_frame_detection(tmp_path, capsys):
     key_path = cache_path(tmp_path / "key", "affwild2", "fer")
     key = _read_all(key_path)
     assert CacheReader(key_path).meta.detector.endswith(
-        "detect_every=10 (keyframes; optical flow carries faces between them)"
+        "detect_every=10 (keyframes; faces interpolated between keyframes that agree)"
     )
     summary = json.loads(summary_path(key_path).read_text())
     assert summary["frames"] == 72 + 472

@@ -1,128 +1,129 @@
-"""Keyframe detection: optical flow moves boxes exactly, the detector runs when it should, and on
-the real test media the cache gets the faces and boxes of per-frame detection."""
+"""Keyframe detection: the detector runs where it should, faces between agreeing keyframes are
+interpolated exactly, the look-ahead is bounded, and on the real test media the cache gets the
+faces and boxes of per-frame detection."""
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from bench.keyframes import MEDIA_VIDEOS, quality
 from extract.faces import Detection
-from extract.keyframes import FaceFlow, KeyframeDetector
-
-pytestmark = pytest.mark.slow  # trains or extracts for seconds: `-m 'not slow'` skips it
+from extract.keyframes import KeyframeDetector, agreeing
 
 MEDIA = Path(__file__).parent / "media"
-SIZE = (240, 320)  # frame height, width
 
 
-def texture(seed: int = 0) -> np.ndarray:
-    """A smooth random texture (blurred noise): corners everywhere, as on a face."""
-    noise = np.random.default_rng(seed).integers(0, 256, (SIZE[0], SIZE[1]), dtype=np.uint8)
-    grey = cv2.GaussianBlur(noise, (0, 0), 2.0)
-    grey = cv2.normalize(grey, None, 0, 255, cv2.NORM_MINMAX)
-    return np.repeat(grey[..., None], 3, axis=2)
+def face(x: float, y: float = 40.0, side: float = 60.0, score: float = 0.9) -> Detection:
+    keypoints = np.array([[x + 15, y + 20], [x + 45, y + 20], [x + 30, y + 35]] * 2, np.float32)
+    return Detection(box=np.array([x, y, x + side, y + side], np.float32), score=score, keypoints=keypoints)
 
 
-def warp(image: np.ndarray, dx: float, dy: float, scale: float = 1.0, centre=(160.0, 120.0)) -> np.ndarray:
-    """``image`` scaled about ``centre`` then shifted by (dx, dy): what a face doing that looks like."""
-    cx, cy = centre
-    matrix = np.array([[scale, 0, cx - scale * cx + dx], [0, scale, cy - scale * cy + dy]], np.float64)
-    return cv2.warpAffine(image, matrix, (SIZE[1], SIZE[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+class ScriptedDetector:
+    """Stands for BlazeFace: frame ``i`` (a tiny image holding ``i``) has the faces ``script(i)``."""
 
-
-def face(box=(120.0, 80.0, 200.0, 160.0), score=0.9) -> Detection:
-    x0, y0, x1, y1 = box
-    keypoints = np.array([[140, 110], [180, 110], [160, 130], [160, 145], [125, 115], [195, 115]], np.float32)
-    return Detection(box=np.array(box, np.float32), score=score, keypoints=keypoints)
-
-
-class CountingDetector:
-    """Stands for BlazeFace: returns what it is given per call and counts the calls."""
-
-    def __init__(self, faces):
-        self.faces = faces
-        self.calls = []
+    def __init__(self, script):
+        self.script = script
+        self.calls: list[int] = []
 
     def detect(self, frame):
-        self.calls.append(len(self.calls))
-        return list(self.faces)
+        index = int(frame[0, 0, 0]) + 256 * int(frame[0, 0, 1])
+        self.calls.append(index)
+        return list(self.script(index))
 
 
-@pytest.mark.parametrize("dx, dy, scale", [(3.0, -2.0, 1.0), (-4.5, 1.5, 1.0), (2.0, 1.0, 1.06), (0.0, 0.0, 0.95)])
-def test_flow_moves_box_and_keypoints_with_the_image(dx, dy, scale):
-    first = texture()
-    second = warp(first, dx, dy, scale)
-    flow = FaceFlow()
-    track = flow.start(first, face())
-    assert flow.step(track, second)
-    cx, cy = 160.0, 120.0  # the centre of face()'s box is the warp's centre: it only shifts
-    half = 40.0 * scale
-    np.testing.assert_allclose(
-        track.face.box, [cx + dx - half, cy + dy - half, cx + dx + half, cy + dy + half], atol=0.3
-    )
-    expected = (face().keypoints - (cx, cy)) * scale + (cx + dx, cy + dy)
-    np.testing.assert_allclose(track.face.keypoints, expected, atol=0.3)
-    assert track.face.score == 0.9  # a carried face keeps its keyframe's score
+def frames(n: int):
+    for i in range(n):
+        yield i, np.array([[[i % 256, i // 256, 0]]], np.uint8)
 
 
-def test_flow_follows_a_drift_over_many_frames_without_accumulating_error():
-    base = texture(1)
-    flow = FaceFlow()
-    track = flow.start(base, face())
-    for step in range(1, 31):  # 1.5 px a frame to the right, 45 px in all: the patch is moved on the way
-        assert flow.step(track, warp(base, 1.5 * step, 0.0))
-    np.testing.assert_allclose(track.face.box, [165.0, 80.0, 245.0, 160.0], atol=1.0)
+def run(script, n: int, every: int):
+    detector = ScriptedDetector(script)
+    faces = KeyframeDetector(detector, every)
+    out = list(faces.stream(frames(n)))
+    assert [key for key, _, _ in out] == list(range(n))  # every frame, in order
+    return [found for _, _, found in out], detector.calls, faces.stats
 
 
-def test_flow_loses_the_face_on_an_unrelated_frame():
-    flow = FaceFlow()
-    track = flow.start(texture(2), face())
-    before = track.face.box.copy()
-    assert not flow.step(track, texture(3))
-    np.testing.assert_array_equal(track.face.box, before)  # lost: the track is left as it was
-    assert flow.start(texture(2), face(box=(10.0, 10.0, 12.0, 12.0))) is None  # too small to follow
+def test_faces_between_agreeing_keyframes_are_interpolated():
+    found, calls, stats = run(lambda i: [face(100 + 2.0 * i, score=0.6 + 0.01 * i)], 23, every=5)
+    assert calls == [0, 5, 10, 15, 20, 22]  # the last frame closes the last stretch
+    assert stats == {"frames": 23, "detected": 6, "interpolated": 17}
+    for i, faces in enumerate(found):  # linear motion: interpolation gives the detector's own answer
+        (got,) = faces
+        np.testing.assert_allclose(got.box, face(100 + 2.0 * i).box, atol=1e-4)
+        np.testing.assert_allclose(got.keypoints, face(100 + 2.0 * i).keypoints, atol=1e-4)
+        assert got.score == pytest.approx(0.6 + 0.01 * i)
+        assert got.box.dtype == np.float32 and got.keypoints.dtype == np.float32
 
 
-def test_keyframes_then_flow_between_them():
-    frames = [warp(texture(4), 1.0 * i, 0.5 * i) for i in range(20)]
-    detector = CountingDetector([face()])
-    faces = KeyframeDetector(detector, every=5)
-    found = [faces.detect(frame) for frame in frames]
-    assert detector.calls == [0, 1, 2, 3]  # frames 1, 6, 11, 16
-    assert faces.stats == {"frames": 20, "detected": 4, "carried": 16, "lost": 0}
-    assert all(len(f) == 1 for f in found)
-    np.testing.assert_allclose(found[4][0].box, [124.0, 82.0, 204.0, 162.0], atol=0.5)  # carried 4 frames
+def test_a_jump_between_keyframes_is_bisected_down_to_the_frame():
+    script = lambda i: [face(40.0 if i < 7 else 300.0)]  # noqa: E731  (the face jumps at frame 7)
+    found, calls, _ = run(script, 11, every=10)
+    assert [float(faces[0].box[0]) for faces in found] == pytest.approx([40.0] * 7 + [300.0] * 4)  # as per-frame
+    assert calls == [0, 10, 5, 7, 6]  # ends, then halves until the jump is pinned
 
 
-def test_unsure_faces_and_no_faces_are_detected_again_not_carried():
-    frames = [texture(5)] * 10
-    unsure = CountingDetector([face(score=0.6)])  # under carry_min_score 0.7: detected every frame
-    faces = KeyframeDetector(unsure, every=5)
-    for frame in frames:
-        faces.detect(frame)
-    assert len(unsure.calls) == 10
-    nobody = CountingDetector([])  # no face: look again every faceless_every (2) frames
-    faces = KeyframeDetector(nobody, every=5)
-    assert [len(faces.detect(frame)) for frame in frames] == [0] * 10
-    assert len(nobody.calls) == 5
+def test_a_face_coming_into_view_is_found_on_its_frame():
+    found, calls, _ = run(lambda i: [face(100)] if i >= 13 else [], 31, every=10)
+    assert [len(faces) for faces in found] == [0] * 13 + [1] * 18
+    assert len(calls) == 11  # the keyframes 0, 10, 20, 30; every 2nd frame of the faceless stretch; bisection
 
 
-def test_a_lost_face_is_detected_on_that_frame():
-    frames = [texture(6), texture(6), texture(7), texture(7)]
-    detector = CountingDetector([face()])
-    faces = KeyframeDetector(detector, every=10)
-    for frame in frames:
-        faces.detect(frame)
-    assert faces.stats == {"frames": 4, "detected": 2, "carried": 2, "lost": 1}
+def test_no_face_looks_every_second_frame():
+    found, calls, stats = run(lambda i: [], 10, every=5)
+    assert all(faces == [] for faces in found)
+    assert sorted(calls) == [0, 2, 4, 5, 7, 9]
+    assert stats["interpolated"] == 0
 
 
-def test_bad_interval():
+def test_two_faces_pair_by_overlap_not_by_order():
+    # The two faces swap score order between the keyframes: pairing by list position would cross them.
+    def script(i):
+        return sorted([face(40 + i, score=0.9 - 0.02 * i), face(300 - i, score=0.7 + 0.02 * i)], key=lambda f: -f.score)
+
+    found, calls, _ = run(script, 11, every=10)
+    assert calls == [0, 10]
+    for i, faces in enumerate(found):
+        assert sorted(float(f.box[0]) for f in faces) == pytest.approx([40 + i, 300 - i], abs=1e-4)
+        assert faces[0].score >= faces[1].score
+
+
+def test_a_second_face_or_a_lost_one_is_a_disagreement():
+    assert agreeing([face(10)], [face(10), face(200)], 0.7) is None
+    assert agreeing([face(10)], [], 0.7) is None
+    assert agreeing([face(10)], [face(40)], 0.7) is None  # IoU 0.33: moved too far to interpolate
+    assert agreeing([face(10)], [face(14)], 0.7) is not None
+
+
+def test_every_one_detects_every_frame():
+    found, calls, stats = run(lambda i: [face(i)], 6, every=1)
+    assert calls == list(range(6))
+    assert stats == {"frames": 6, "detected": 6, "interpolated": 0}
+
+
+def test_the_look_ahead_is_bounded():
+    pulled = []
+
+    def counted():
+        for key, rgb in frames(100):
+            pulled.append(key)
+            yield key, rgb
+
+    faces = KeyframeDetector(ScriptedDetector(lambda i: [face(50)]), every=10)
+    for key, _, _ in faces.stream(counted()):
+        assert len(pulled) - key <= 11  # at most every + 1 frames held, whatever the length
+
+
+def test_bad_settings():
+    detector = ScriptedDetector(lambda i: [])
     with pytest.raises(ValueError, match=r"^detect_every must be >= 1 \(1: detect on every frame\), got 0$"):
-        KeyframeDetector(CountingDetector([]), every=0)
+        KeyframeDetector(detector, every=0)
+    with pytest.raises(ValueError, match=r"^min_iou must be in \(0, 1\], got 0.0$"):
+        KeyframeDetector(detector, every=5, min_iou=0.0)
 
 
+@pytest.mark.slow  # runs BlazeFace on every frame of the test media: seconds
 def test_real_media_keyframes_match_per_frame_detection():
     videos = [MEDIA / name for name in MEDIA_VIDEOS]
     missing = [str(v) for v in videos if not v.is_file()]
@@ -134,7 +135,7 @@ def test_real_media_keyframes_match_per_frame_detection():
     assert got["keyframe_iou_mean"] >= 0.90
     assert got["keyframe_detected_share"] < 0.35  # the detector ran on at most a third of the frames
     per_video = got["keyframe_videos"]
-    # A face in every frame stays a face in every frame; carried boxes stay on it.
+    # A face in every frame stays a face in every frame; interpolated boxes stay on it.
     for name in ("single_face.mp4", "WolfgangLanger_Pexels.mp4"):
         v = per_video[name]
         assert v["hits_keyframes"] == v["hits_every_frame"] == v["frames"]
