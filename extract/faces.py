@@ -328,7 +328,7 @@ def _reduce_around(frame, cx, cy, side, spread, shrink):
     fx0, fy0 = max(left, 0), max(top, 0)
     fx1, fy1 = min(left + n_x, width), min(top + n_y, height)
     if (fx0, fy0, fx1, fy1) == (left, top, left + n_x, top + n_y):
-        region = frame[top:fy1, left:fx1]  # inside the frame: OpenCV reads the view, no padded copy
+        region = frame[top : top + n_y, left : left + n_x]  # inside the frame: OpenCV reads the view, no copy
     else:
         region = np.zeros((n_y, n_x, 3), dtype=np.uint8)
         if fx1 > fx0 and fy1 > fy0:

@@ -128,8 +128,9 @@ class KeyframeDetector:
 
 
 def agreeing(first: list[Detection], last: list[Detection], min_iou: float) -> list[tuple] | None:
-    """Pairs each face of ``first`` with one of ``last`` (highest IoU first); None unless both hold
-    the same number of faces (at least one) and every pair overlaps by ``min_iou`` or more."""
+    """Pairs each face of ``first``, in its order, with the face of ``last`` not yet paired that it
+    overlaps most; None unless both hold the same number of faces (at least one) and every pair
+    overlaps by ``min_iou`` or more."""
     if not first or len(first) != len(last):
         return None
     pairs, free = [], list(last)
